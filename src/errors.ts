@@ -1,0 +1,159 @@
+/**
+ * Every error pglock throws carries a stable `code` and is `instanceof PglockError`, including the
+ * argument errors, which are `TypeError`s (a bad argument is a type error in JavaScript's own terms).
+ * JavaScript has no multiple inheritance, so membership is a brand checked by `Symbol.hasInstance`.
+ */
+
+const brand = Symbol.for("pglock.error");
+
+/** Stable machine-readable codes, one per error class. */
+export type PglockErrorCode =
+  | "ERR_PGLOCK_INVALID_ARGUMENT"
+  | "ERR_PGLOCK_INVALID_KEY"
+  | "ERR_PGLOCK_CLOSED"
+  | "ERR_PGLOCK_CONNECTION"
+  | "ERR_PGLOCK_TIMEOUT"
+  | "ERR_PGLOCK_LOST"
+  | "ERR_PGLOCK_DEADLOCK"
+  | "ERR_PGLOCK_LOCK_TABLE_FULL"
+  | "ERR_PGLOCK_READ_ONLY_SERVER"
+  | "ERR_PGLOCK_NOT_HELD"
+  | "ERR_PGLOCK_DATABASE";
+
+interface ErrorOptions {
+  cause?: unknown;
+}
+
+/** Base class of every pglock error. `err instanceof PglockError` is true for all of them. */
+export class PglockError extends Error {
+  readonly code: PglockErrorCode;
+  constructor(code: PglockErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+    Object.defineProperty(this, brand, { value: true });
+  }
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: subclasses inherit this method; `this` tells which class asks.
+    if (this !== PglockError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === "object" && value !== null && brand in value;
+  }
+}
+
+/** A bad argument or option, detected before anything touches the database. */
+export class InvalidArgumentError extends TypeError {
+  readonly code: PglockErrorCode;
+  constructor(message: string, code: PglockErrorCode = "ERR_PGLOCK_INVALID_ARGUMENT") {
+    super(message);
+    this.code = code;
+    this.name = new.target.name;
+    Object.defineProperty(this, brand, { value: true });
+  }
+}
+
+/** A value that cannot be a lock key; the message names the value and the rule it breaks. */
+export class InvalidLockKeyError extends InvalidArgumentError {
+  constructor(message: string) {
+    super(message, "ERR_PGLOCK_INVALID_KEY");
+  }
+}
+
+/** The Lock or Locker was closed; nothing more can be done with it. */
+export class ClosedError extends PglockError {
+  constructor(what: string) {
+    super("ERR_PGLOCK_CLOSED", `${what} is closed`);
+  }
+}
+
+/**
+ * The connection to PostgreSQL failed or ended. Any lock its session held is gone: PostgreSQL
+ * releases a session's advisory locks when the session ends.
+ */
+export class ConnectionError extends PglockError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("ERR_PGLOCK_CONNECTION", message, options);
+  }
+}
+
+/**
+ * A wait for a lock did not succeed in time: pglock's `timeout` elapsed, or the server ended the
+ * wait (its `lock_timeout` or `statement_timeout`). The lock is not held.
+ */
+export class LockTimeoutError extends PglockError {
+  /** pglock's timeout in ms, or undefined when the server's own timeout ended the wait. */
+  readonly timeoutMs: number | undefined;
+  constructor(key: string, timeoutMs: number | undefined, options?: ErrorOptions) {
+    super(
+      "ERR_PGLOCK_TIMEOUT",
+      timeoutMs === undefined
+        ? `the server ended the wait for lock ${key} (lock_timeout, statement_timeout or a cancel)`
+        : `lock ${key} was not acquired within ${timeoutMs} ms`,
+      options,
+    );
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** A lock that was held is no longer held (its session ended); the critical section is unprotected. */
+export class LockLostError extends PglockError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("ERR_PGLOCK_LOST", message, options);
+  }
+}
+
+/** PostgreSQL detected a deadlock between lock waits (SQLSTATE 40P01) and chose this wait to fail. */
+export class DeadlockError extends PglockError {
+  constructor(key: string, options?: ErrorOptions) {
+    super(
+      "ERR_PGLOCK_DEADLOCK",
+      `deadlock detected while waiting for lock ${key}: take locks in one consistent order`,
+      options,
+    );
+  }
+}
+
+/** The server's shared lock table is full (SQLSTATE 53200). */
+export class LockTableFullError extends PglockError {
+  constructor(options?: ErrorOptions) {
+    super(
+      "ERR_PGLOCK_LOCK_TABLE_FULL",
+      "PostgreSQL's lock table is full (out of shared memory, SQLSTATE 53200): hold fewer locks at once " +
+        "or raise max_locks_per_transaction on the server (it needs a restart)",
+      options,
+    );
+  }
+}
+
+/** The server is a hot standby: its advisory locks exclude nobody on the primary, so pglock refuses them. */
+export class ReadOnlyServerError extends PglockError {
+  constructor() {
+    super(
+      "ERR_PGLOCK_READ_ONLY_SERVER",
+      "the server is in recovery (a hot standby): advisory locks taken there exclude nobody on the " +
+        "primary, so pglock refuses to lock; connect to the primary",
+    );
+  }
+}
+
+/**
+ * PostgreSQL says this session does not hold a lock pglock believed it held. The usual cause is a
+ * pooler in transaction mode (PgBouncer `pool_mode=transaction`) moving the client to another
+ * server session; the lock was never protecting anything there.
+ */
+export class LockNotHeldError extends PglockError {
+  constructor(key: string) {
+    super(
+      "ERR_PGLOCK_NOT_HELD",
+      `PostgreSQL says this session does not hold lock ${key}, which pglock believed it held: the ` +
+        "session changed under the lock (a pooler in transaction mode?) or the lock was released " +
+        "behind pglock's back; use a direct connection or session pooling",
+    );
+  }
+}
+
+/** PostgreSQL answered a lock statement with an error pglock has no better name for; `cause` has it. */
+export class DatabaseError extends PglockError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("ERR_PGLOCK_DATABASE", message, options);
+  }
+}

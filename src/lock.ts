@@ -1,0 +1,193 @@
+/**
+ * Lock: go-pglock's API over one dedicated PostgreSQL session, done so that a lock the library says
+ * is held is held, and one it says is released is released.
+ */
+import { releaseLevel, releaseLevels, tryLock, waitForLock } from "./acquire.js";
+import { ClosedError, ConnectionError, LockNotHeldError } from "./errors.js";
+import { type LockKey, type LockKeyInput, lockKey } from "./key.js";
+import { pgDriver } from "./session/pg.js";
+import { Session } from "./session/session.js";
+import { linkSignals } from "./signals.js";
+import type { LockMode } from "./sql.js";
+import { checkSignal, checkString, optionsObject } from "./validate.js";
+
+/** Options every Lock method takes. */
+export interface CallOptions {
+  /** Aborting it cancels the call (and the server-side wait); the call rejects with `signal.reason`. */
+  signal?: AbortSignal | undefined;
+}
+
+export interface NewLockOptions extends CallOptions {
+  /** application_name of the session while it is pglock's (default `pglock`); not set on a caller's pg.Client. */
+  applicationName?: string | undefined;
+}
+
+/**
+ * Creates a Lock on `key` with a dedicated session: a connection checked out of a `pg.Pool` (given
+ * back by `close()`), or a connected `pg.Client` the caller owns (left open by `close()`).
+ *
+ * @example
+ * await using lock = await newLock(pool, "cleanup-task");
+ * if (await lock.lock()) {
+ *   try { await cleanUp(); } finally { await lock.unlock(); }
+ * }
+ */
+export async function newLock(db: unknown, key: LockKeyInput, options: NewLockOptions = {}): Promise<Lock> {
+  optionsObject(options, "newLock");
+  const normalized = lockKey(key);
+  const signal = checkSignal(options.signal, "newLock");
+  const applicationName = checkString(options.applicationName, "newLock", "applicationName") ?? "pglock";
+  const driver = pgDriver(db, "newLock");
+  if (signal?.aborted) throw signal.reason;
+  const opening = Session.open(driver, { applicationName });
+  if (!signal) return new Lock(await opening, normalized);
+  // A pool checkout cannot be cancelled: when the caller gives up first, the session goes straight back.
+  return new Promise<Lock>((resolve, reject) => {
+    const onAbort = () => {
+      reject(signal.reason);
+      opening.then(
+        (session) => session.release(),
+        () => {},
+      );
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    opening.then(
+      (session) => {
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted) return;
+        resolve(new Lock(session, normalized));
+      },
+      (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** One lock key over one dedicated session. Locks stack as in PostgreSQL: n locks need n unlocks. */
+export class Lock {
+  /** The key this Lock takes. */
+  readonly key: LockKey;
+  readonly #session: Session;
+  readonly #closing = new AbortController();
+  readonly #levels: Record<LockMode, number> = { exclusive: 0, shared: 0 };
+  readonly #releasing: Record<LockMode, number> = { exclusive: 0, shared: 0 };
+  readonly #inFlight = new Set<Promise<unknown>>();
+  #closed: Promise<void> | undefined;
+
+  /** @internal use {@link newLock} */
+  constructor(session: Session, key: LockKey) {
+    this.#session = session;
+    this.key = key;
+  }
+
+  /** Takes the lock exclusively if it is free now; resolves whether it did (pg_try_advisory_lock). */
+  lock(options?: CallOptions): Promise<boolean> {
+    return this.#call("lock", options, (signal) => this.#try("exclusive", signal));
+  }
+
+  /** Takes the lock shared if no one holds it exclusively now (pg_try_advisory_lock_shared). */
+  rLock(options?: CallOptions): Promise<boolean> {
+    return this.#call("rLock", options, (signal) => this.#try("shared", signal));
+  }
+
+  /** Waits until the lock is granted exclusively (pg_advisory_lock: the server hands it over, no polling). */
+  waitAndLock(options?: CallOptions): Promise<void> {
+    return this.#call("waitAndLock", options, (signal) => this.#wait("exclusive", signal));
+  }
+
+  /** Waits until the lock is granted shared (pg_advisory_lock_shared). */
+  waitAndRLock(options?: CallOptions): Promise<void> {
+    return this.#call("waitAndRLock", options, (signal) => this.#wait("shared", signal));
+  }
+
+  /** Releases one exclusive level; false (and no error) when this Lock holds none. */
+  unlock(options?: CallOptions): Promise<boolean> {
+    return this.#call("unlock", options, (signal) => this.#release("exclusive", signal));
+  }
+
+  /** Releases one shared level; false (and no error) when this Lock holds none. */
+  rUnlock(options?: CallOptions): Promise<boolean> {
+    return this.#call("rUnlock", options, (signal) => this.#release("shared", signal));
+  }
+
+  /**
+   * Cancels pending calls, releases every level this Lock holds and gives the connection back.
+   * When it resolves, another session can take the key. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close() {
+    this.#closing.abort(new ClosedError("the Lock"));
+    await Promise.allSettled(this.#inFlight);
+    const session = this.#session;
+    try {
+      if (!session.isLost) {
+        await releaseLevels(session, this.key, "exclusive", this.#levels.exclusive);
+        await releaseLevels(session, this.key, "shared", this.#levels.shared);
+      }
+    } catch (error) {
+      // Ending the session is the other certain way to release; the error is then no concern of the caller.
+      await session.discard(new ConnectionError(`could not release lock ${this.key} on close`, { cause: error }));
+    } finally {
+      this.#levels.exclusive = 0;
+      this.#levels.shared = 0;
+      await session.release();
+    }
+  }
+
+  #call<T>(name: string, options: CallOptions | undefined, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    try {
+      optionsObject(options, `Lock.${name}`);
+      const signal = checkSignal(options?.signal, `Lock.${name}`);
+      if (this.#closing.signal.aborted) throw new ClosedError("the Lock");
+      if (signal?.aborted) throw signal.reason;
+      if (this.#session.isLost) throw this.#session.lostSignal.reason;
+      const linked = linkSignals(signal, this.#closing.signal);
+      const promise = run(linked.signal).finally(() => {
+        linked.dispose();
+        this.#inFlight.delete(promise);
+      });
+      this.#inFlight.add(promise);
+      return promise;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async #try(mode: LockMode, signal: AbortSignal) {
+    const granted = await tryLock(this.#session, this.key, mode, signal);
+    if (granted) this.#levels[mode]++;
+    return granted;
+  }
+
+  async #wait(mode: LockMode, signal: AbortSignal) {
+    await waitForLock(this.#session, this.key, mode, { signal, holdsMode: () => this.#levels[mode] > 0 });
+    this.#levels[mode]++;
+  }
+
+  async #release(mode: LockMode, signal: AbortSignal) {
+    // #levels counts what the server has confirmed; releases still queued are counted apart, so
+    // that two concurrent unlocks of one level cannot both send a release.
+    if (this.#levels[mode] - this.#releasing[mode] === 0) return false;
+    this.#releasing[mode]++;
+    try {
+      await releaseLevel(this.#session, this.key, mode, { signal });
+      this.#levels[mode]--;
+      return true;
+    } catch (error) {
+      if (error instanceof LockNotHeldError) this.#levels[mode] = 0;
+      throw error;
+    } finally {
+      this.#releasing[mode]--;
+    }
+  }
+}

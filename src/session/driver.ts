@@ -1,0 +1,48 @@
+import type { Statement } from "../sql.js";
+
+/**
+ * What pglock needs from a database driver: one dedicated server session. Everything above this
+ * interface is driver-agnostic; each driver (node-postgres, later postgres.js) implements it once.
+ */
+export interface DriverConnection {
+  /** Runs one statement; resolves with its rows. Rejects with the driver's error (SQLSTATE in `code`). */
+  query(statement: Statement): Promise<Record<string, unknown>[]>;
+  /**
+   * Asks the server to cancel whatever statement this session runs now (a protocol CancelRequest on
+   * a separate socket). Resolves once the server has taken the request, so a statement sent after
+   * it cannot be the one cancelled.
+   */
+  cancel(): Promise<void>;
+  /** Registers the listener called once if the connection ends or fails on its own. */
+  onEnd(listener: (cause: Error) => void): void;
+  /** Turns TCP keepalive on, where the driver exposes its socket. */
+  setKeepAlive?(initialDelayMs: number): void;
+  /** Gives the connection back healthy: to the pool it came from, or to the caller who owns it. */
+  release(): Promise<void>;
+  /** Ends the connection for good; the server releases every lock its session held. */
+  destroy(cause: Error): Promise<void>;
+}
+
+export interface Driver {
+  /** Opens (or takes from a pool) one dedicated connection. */
+  connect(): Promise<DriverConnection>;
+  /** False when the connection belongs to the caller: then pglock changes none of its settings. */
+  readonly ownsConnections: boolean;
+}
+
+/** The SQLSTATE of a driver error, when it has one. */
+export function sqlState(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/**
+ * Whether a statement's error means the session itself is gone or unusable: a connection exception
+ * (SQLSTATE class 08), an operator intervention that ends the backend (57P01-57P05: terminate,
+ * shutdown), or an error with no SQLSTATE at all, which comes from the socket, not the server.
+ * https://www.postgresql.org/docs/current/errcodes-appendix.html
+ */
+export function endsSession(error: unknown): boolean {
+  const state = sqlState(error);
+  return state === undefined || state.startsWith("08") || state.startsWith("57P");
+}

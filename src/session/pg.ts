@@ -1,0 +1,192 @@
+/**
+ * The node-postgres (`pg` 8.x) driver. Structural types only: pglock never imports `pg`, it uses
+ * the pool or client the caller passes in.
+ */
+import { connect as netConnect, type Socket } from "node:net";
+import { ConnectionError, InvalidArgumentError } from "../errors.js";
+import { describe } from "../key.js";
+import type { Statement } from "../sql.js";
+import type { Driver, DriverConnection } from "./driver.js";
+
+/** The part of a `pg.Client` pglock uses. */
+export interface PgClient {
+  query(text: string, values: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
+  on(event: "error" | "end", listener: (...args: unknown[]) => void): unknown;
+  removeListener(event: "error" | "end", listener: (...args: unknown[]) => void): unknown;
+  readonly processID?: number | null;
+  readonly secretKey?: number | null;
+  readonly host?: string;
+  readonly port?: number;
+}
+
+/** The part of a `pg.PoolClient` pglock uses. */
+export interface PgPoolClient extends PgClient {
+  release(destroy?: boolean | Error): void;
+}
+
+/** The part of a `pg.Pool` pglock uses. */
+export interface PgPool {
+  connect(): Promise<PgPoolClient>;
+  readonly totalCount: number;
+}
+
+export function isPgPool(value: unknown): value is PgPool {
+  const v = value as Partial<PgPool> | null;
+  return typeof v === "object" && v !== null && typeof v.connect === "function" && typeof v.totalCount === "number";
+}
+
+export function isPgClient(value: unknown): value is PgClient {
+  const v = value as (Partial<PgClient> & { connectionParameters?: unknown }) | null;
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    typeof v.query === "function" &&
+    typeof v.on === "function" &&
+    "connectionParameters" in v &&
+    !isPgPool(v)
+  );
+}
+
+/** Caller-owned clients that a pglock session uses now: one session per client, or their statements would interleave. */
+const clientsInUse = new WeakSet<PgClient>();
+
+/** A driver over a `pg.Pool` (each connection is checked out) or one caller-owned `pg.Client`. */
+export function pgDriver(db: unknown, what: string): Driver {
+  if (isPgPool(db)) {
+    return {
+      ownsConnections: true,
+      async connect() {
+        const client = await db.connect();
+        return new PgConnection(
+          client,
+          () => client.release(),
+          (cause) => client.release(cause),
+        );
+      },
+    };
+  }
+  if (isPgClient(db)) {
+    const client = db;
+    return {
+      ownsConnections: false,
+      async connect() {
+        if (client.processID == null) {
+          throw new InvalidArgumentError(`${what}: the pg.Client is not connected: call await client.connect() first`);
+        }
+        if (clientsInUse.has(client)) {
+          throw new InvalidArgumentError(`${what}: this pg.Client already serves another pglock session`);
+        }
+        clientsInUse.add(client);
+        const free = () => clientsInUse.delete(client);
+        // The caller owns the client: pglock never ends it, even when its session is broken.
+        return new PgConnection(client, free, free);
+      },
+    };
+  }
+  throw new InvalidArgumentError(`${what}: expected a pg.Pool or a connected pg.Client, got ${describe(db)}`);
+}
+
+const CANCEL_REQUEST_CODE = 80877102;
+const CANCEL_TIMEOUT_MS = 5_000;
+
+class PgConnection implements DriverConnection {
+  readonly #client: PgClient;
+  readonly #onRelease: () => void;
+  readonly #onDestroy: (cause: Error) => void;
+  #endListener: ((cause: Error) => void) | undefined;
+  #ended = false;
+  #detached = false;
+
+  constructor(client: PgClient, onRelease: () => void, onDestroy: (cause: Error) => void) {
+    this.#client = client;
+    this.#onRelease = onRelease;
+    this.#onDestroy = onDestroy;
+    // A checked-out pg client with no 'error' listener crashes the process when its socket fails.
+    client.on("error", this.#onError);
+    client.on("end", this.#onEndEvent);
+  }
+
+  #onError = (error: unknown) => this.#ended || this.#end(error instanceof Error ? error : new Error(String(error)));
+  #onEndEvent = () => this.#ended || this.#end(new Error("the server closed the connection"));
+
+  #end(cause: Error) {
+    this.#ended = true;
+    if (!this.#detached) this.#endListener?.(cause);
+  }
+
+  query(statement: Statement) {
+    return this.#client.query(statement.text, statement.values as unknown[]).then((result) => result.rows);
+  }
+
+  onEnd(listener: (cause: Error) => void) {
+    this.#endListener = listener;
+  }
+
+  setKeepAlive(initialDelayMs: number) {
+    // pg 8 keeps its socket at client.connection.stream; keepalive can only be set on a live socket.
+    const stream = (this.#client as { connection?: { stream?: Partial<Socket> } }).connection?.stream;
+    stream?.setKeepAlive?.(true, initialDelayMs);
+  }
+
+  /**
+   * A CancelRequest message on its own connection (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-CANCELING-REQUESTS).
+   * pg's own Client#cancel reads deprecated internals; this needs only the backend key data.
+   * The server closes the socket after signalling the backend, which is when this resolves.
+   */
+  cancel(): Promise<void> {
+    const { processID, secretKey, host, port } = this.#client;
+    if (processID == null || secretKey == null) {
+      return Promise.reject(new ConnectionError("cannot cancel: the session has no backend key"));
+    }
+    return new Promise((resolve, reject) => {
+      const socket =
+        host?.startsWith("/") === true ? netConnect(`${host}/.s.PGSQL.${port}`) : netConnect(port ?? 5432, host);
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new ConnectionError(`the cancel request got no answer within ${CANCEL_TIMEOUT_MS} ms`));
+      }, CANCEL_TIMEOUT_MS);
+      socket.on("connect", () => {
+        const message = Buffer.alloc(16);
+        message.writeInt32BE(16, 0);
+        message.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+        message.writeInt32BE(processID, 8);
+        message.writeInt32BE(secretKey, 12);
+        socket.end(message);
+      });
+      socket.on("error", (error) => {
+        clearTimeout(timer);
+        reject(new ConnectionError("the cancel request failed", { cause: error }));
+      });
+      socket.on("close", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      socket.resume();
+    });
+  }
+
+  #detach() {
+    this.#detached = true;
+    this.#client.removeListener("end", this.#onEndEvent);
+    // The 'error' listener stays until the client is gone: a late socket error must never crash the process.
+  }
+
+  async release() {
+    this.#detach();
+    this.#client.removeListener("error", this.#onError);
+    this.#onRelease();
+  }
+
+  async destroy(cause: Error) {
+    const wasEnded = this.#ended;
+    this.#detach();
+    const ended = wasEnded
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          this.#client.on("end", () => resolve());
+          setTimeout(resolve, CANCEL_TIMEOUT_MS).unref();
+        });
+    this.#onDestroy(cause);
+    await ended;
+  }
+}

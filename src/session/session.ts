@@ -1,0 +1,262 @@
+/**
+ * A Session is one dedicated PostgreSQL session: statements run one at a time in FIFO order (pg 8
+ * warns, and pg 9 refuses, when a client is handed a query while another runs), a wait can be
+ * cancelled on the server, and the end of the connection is an event (`lostSignal`), never an
+ * unhandled error.
+ */
+import { ConnectionError, ReadOnlyServerError } from "../errors.js";
+import type { Statement } from "../sql.js";
+import * as sql from "../sql.js";
+import { type Driver, type DriverConnection, endsSession } from "./driver.js";
+
+/** How a statement ended: not sent (aborted while queued), answered, or failed. */
+export type Outcome =
+  | { readonly status: "skipped"; readonly reason: unknown }
+  | { readonly status: "done"; readonly rows: Record<string, unknown>[] }
+  | { readonly status: "failed"; readonly error: unknown };
+
+export interface RunOptions {
+  /** Aborting it while the statement is queued drops the statement, unsent. */
+  signal?: AbortSignal | undefined;
+  /** Aborting while the statement runs sends the server a cancel request (for waits). */
+  cancelOnAbort?: boolean | (() => boolean);
+  /** Run before everything queued: for statements that restore certainty after a doubt. */
+  first?: boolean;
+  /** A statement that may block on the server; the liveness probe leaves it alone. */
+  waits?: boolean;
+}
+
+export interface SessionOptions {
+  /** Set as application_name while pglock uses a connection it took from a pool, restored after. */
+  applicationName?: string | undefined;
+  /** Probe an idle session this often (ms); 0 turns the probe off. */
+  keepaliveMs?: number;
+  /** A probe or a non-waiting statement unanswered this long (ms) means the session is lost. */
+  probeTimeoutMs?: number;
+}
+
+interface Job {
+  statement: Statement;
+  options: RunOptions;
+  resolve: (outcome: Outcome) => void;
+  onAbort?: () => void;
+  startedAt?: number;
+}
+
+export class Session {
+  readonly pid: number;
+  readonly #connection: DriverConnection;
+  readonly #queue: Job[] = [];
+  readonly #lost = new AbortController();
+  #running: Job | undefined;
+  #cancelling: Promise<void> | undefined;
+  #previousApplicationName: string | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #probeTimeoutMs = 0;
+  #closed = false;
+
+  private constructor(connection: DriverConnection, pid: number) {
+    this.#connection = connection;
+    this.pid = pid;
+  }
+
+  /** Connects, learns the backend pid, refuses a standby, and sets application_name if pglock owns the connection. */
+  static async open(driver: Driver, options: SessionOptions = {}): Promise<Session> {
+    let connection: DriverConnection;
+    try {
+      connection = await driver.connect();
+    } catch (error) {
+      throw asConnectionError(error, "could not connect to PostgreSQL");
+    }
+    const applicationName = driver.ownsConnections ? options.applicationName : undefined;
+    let row: Record<string, unknown> | undefined;
+    try {
+      const statement = sql.describeSession(applicationName);
+      [row] = await connection.query(statement);
+    } catch (error) {
+      await connection.destroy(error instanceof Error ? error : new Error(String(error)));
+      throw asConnectionError(error, "could not set up the PostgreSQL session");
+    }
+    if (row?.in_recovery === true) {
+      await connection.release();
+      throw new ReadOnlyServerError();
+    }
+    const session = new Session(connection, Number(row?.pid));
+    if (applicationName !== undefined) session.#previousApplicationName = String(row?.previous_application_name);
+    connection.onEnd((cause) => session.#markLost(new ConnectionError(describeEnd(cause), { cause })));
+    if (options.keepaliveMs && options.keepaliveMs > 0) {
+      connection.setKeepAlive?.(options.keepaliveMs);
+      session.#startHeartbeat(options.keepaliveMs, options.probeTimeoutMs ?? 5_000);
+    }
+    return session;
+  }
+
+  /** Aborted, with a {@link ConnectionError} as reason, when the session ends for any reason but release(). */
+  get lostSignal(): AbortSignal {
+    return this.#lost.signal;
+  }
+
+  get isLost(): boolean {
+    return this.#lost.signal.aborted;
+  }
+
+  /** Statements queued or running. */
+  get pending(): number {
+    return this.#queue.length + (this.#running ? 1 : 0);
+  }
+
+  /** Queues a statement. Never rejects: the outcome says whether it was sent, answered or failed. */
+  run(statement: Statement, options: RunOptions = {}): Promise<Outcome> {
+    const { signal } = options;
+    if (signal?.aborted) return Promise.resolve({ status: "skipped", reason: signal.reason });
+    if (this.#lost.signal.aborted || this.#closed) {
+      return Promise.resolve({
+        status: "failed",
+        error: this.#lost.signal.reason ?? new ConnectionError("the session is closed"),
+      });
+    }
+    return new Promise<Outcome>((resolve) => {
+      const job: Job = { statement, options, resolve };
+      if (signal) {
+        job.onAbort = () => this.#onAbort(job);
+        signal.addEventListener("abort", job.onAbort, { once: true });
+      }
+      if (options.first) this.#queue.unshift(job);
+      else this.#queue.push(job);
+      this.#pump();
+    });
+  }
+
+  /** Runs a statement and returns its rows; throws what failed (a skipped statement throws the abort reason). */
+  async query(statement: Statement, options: RunOptions = {}): Promise<Record<string, unknown>[]> {
+    const outcome = await this.run(statement, options);
+    if (outcome.status === "done") return outcome.rows;
+    throw outcome.status === "skipped" ? outcome.reason : outcome.error;
+  }
+
+  #onAbort(job: Job) {
+    const queued = this.#queue.indexOf(job);
+    if (queued >= 0) {
+      this.#queue.splice(queued, 1);
+      this.#settle(job, { status: "skipped", reason: job.options.signal?.reason });
+    } else if (job === this.#running && shouldCancel(job.options.cancelOnAbort) && !this.#cancelling) {
+      // Nothing else may run until the server has taken the cancel request, or it could cancel that instead.
+      this.#cancelling = this.#connection
+        .cancel()
+        .catch((error) => this.discard(asConnectionError(error, "could not cancel a wait")))
+        .finally(() => {
+          this.#cancelling = undefined;
+          this.#pump();
+        });
+    }
+  }
+
+  #settle(job: Job, outcome: Outcome) {
+    if (job.onAbort) job.options.signal?.removeEventListener("abort", job.onAbort);
+    job.resolve(outcome);
+  }
+
+  #pump() {
+    if (this.#running || this.#cancelling) return;
+    const job = this.#queue.shift();
+    if (!job) return;
+    if (this.#lost.signal.aborted) {
+      this.#settle(job, { status: "failed", error: this.#lost.signal.reason });
+      this.#pump();
+      return;
+    }
+    this.#running = job;
+    job.startedAt = performance.now();
+    this.#connection.query(job.statement).then(
+      (rows) => this.#finish(job, { status: "done", rows }),
+      (error) => {
+        if (endsSession(error) && !this.#lost.signal.aborted) {
+          void this.discard(new ConnectionError(describeEnd(error), { cause: error }));
+        }
+        this.#finish(job, { status: "failed", error: this.#lost.signal.aborted ? this.#lost.signal.reason : error });
+      },
+    );
+  }
+
+  #finish(job: Job, outcome: Outcome) {
+    this.#running = undefined;
+    this.#settle(job, outcome);
+    this.#pump();
+  }
+
+  #startHeartbeat(intervalMs: number, probeTimeoutMs: number) {
+    this.#probeTimeoutMs = probeTimeoutMs;
+    this.#heartbeat = setInterval(() => this.#probe(), intervalMs);
+    this.#heartbeat.unref();
+  }
+
+  /**
+   * A silent network partition sends nothing, so nothing fails until someone asks: an idle session
+   * is asked `SELECT 1`, and a busy one is judged by how long its current statement has run.
+   * Waits are left alone (they hold nothing else, by the Locker's rules).
+   */
+  #probe() {
+    const running = this.#running;
+    if (running) {
+      if (!running.options.waits && performance.now() - (running.startedAt ?? 0) > this.#probeTimeoutMs) {
+        void this.discard(new ConnectionError(`PostgreSQL did not answer within ${this.#probeTimeoutMs} ms`));
+      }
+      return;
+    }
+    if (this.#queue.length > 0) return;
+    const probe = new AbortController();
+    const timer = setTimeout(() => {
+      probe.abort();
+      void this.discard(
+        new ConnectionError(`PostgreSQL did not answer a liveness probe within ${this.#probeTimeoutMs} ms`),
+      );
+    }, this.#probeTimeoutMs);
+    void this.run(sql.ping(), { signal: probe.signal }).then(() => clearTimeout(timer));
+  }
+
+  #markLost(error: ConnectionError) {
+    if (this.#lost.signal.aborted) return;
+    clearInterval(this.#heartbeat);
+    this.#lost.abort(error);
+    for (const job of this.#queue.splice(0)) this.#settle(job, { status: "failed", error });
+  }
+
+  /** Gives the connection back (to its pool or its owner) with application_name restored. */
+  async release(): Promise<void> {
+    if (this.#closed) return;
+    if (this.#previousApplicationName !== undefined && !this.isLost) {
+      const outcome = await this.run(sql.setApplicationName(this.#previousApplicationName));
+      if (outcome.status !== "done") return this.discard(asConnectionError(outcome, "could not reset the session"));
+    }
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#heartbeat);
+    if (this.isLost) await this.#connection.destroy(this.#lost.signal.reason);
+    else await this.#connection.release();
+  }
+
+  /** Ends the connection: PostgreSQL releases every lock the session held. `lostSignal` aborts with `cause`. */
+  async discard(cause: ConnectionError): Promise<void> {
+    this.#markLost(cause);
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#connection.destroy(cause);
+  }
+}
+
+function asConnectionError(error: unknown, message: string): ConnectionError {
+  if (error instanceof ConnectionError) return error;
+  const cause =
+    (error as { status?: string; error?: unknown })?.status === "failed" ? (error as { error: unknown }).error : error;
+  const detail = cause instanceof Error && cause.message ? `: ${cause.message}` : "";
+  return new ConnectionError(`${message}${detail}`, { cause });
+}
+
+function shouldCancel(cancelOnAbort: RunOptions["cancelOnAbort"]): boolean {
+  return typeof cancelOnAbort === "function" ? cancelOnAbort() : cancelOnAbort === true;
+}
+
+function describeEnd(cause: unknown): string {
+  const detail = cause instanceof Error && cause.message ? `: ${cause.message}` : "";
+  return `the connection to PostgreSQL ended${detail}`;
+}

@@ -1,0 +1,38 @@
+/**
+ * One AbortSignal that aborts when any of several does, with a dispose() that removes the listeners
+ * it added. (AbortSignal.any keeps long-lived source signals referencing every derived signal on
+ * Node 20: https://github.com/nodejs/node/issues/48951.)
+ */
+export interface LinkedSignal {
+  readonly signal: AbortSignal;
+  dispose(): void;
+}
+
+export function linkSignals(...sources: (AbortSignal | undefined)[]): LinkedSignal {
+  const controller = new AbortController();
+  const present = sources.filter((s): s is AbortSignal => s !== undefined);
+  const already = present.find((s) => s.aborted);
+  if (already) {
+    controller.abort(already.reason);
+    return { signal: controller.signal, dispose() {} };
+  }
+  const listeners = present.map((source) => {
+    const listener = () => {
+      controller.abort(source.reason);
+      dispose();
+    };
+    source.addEventListener("abort", listener, { once: true });
+    return [source, listener] as const;
+  });
+  function dispose() {
+    for (const [source, listener] of listeners) source.removeEventListener("abort", listener);
+  }
+  return { signal: controller.signal, dispose };
+}
+
+/** A signal that aborts with `reason` after `ms`; dispose() clears the timer. */
+export function timeoutSignal(ms: number, reason: () => unknown): LinkedSignal {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(reason()), ms);
+  return { signal: controller.signal, dispose: () => clearTimeout(timer) };
+}

@@ -1,0 +1,101 @@
+/**
+ * The advisory-lock SQL, one function per statement, for both key spaces. Every statement is
+ * parameterized and schema-qualified, so a user's search_path cannot shadow a function.
+ * https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADVISORY-LOCKS
+ */
+import type { LockKey } from "./key.js";
+
+export interface Statement {
+  readonly text: string;
+  readonly values: readonly unknown[];
+}
+
+export type LockMode = "exclusive" | "shared";
+
+/** `$1::int8`, or `$1::int4, $2::int4` for a pair, starting at parameter `first`. */
+function keyArgs(key: LockKey, first = 1): { args: string; values: unknown[] } {
+  if (key.pair) {
+    return { args: `$${first}::int4, $${first + 1}::int4`, values: [key.pair[0], key.pair[1]] };
+  }
+  return { args: `$${first}::int8`, values: [String(key.id)] };
+}
+
+const suffix = (mode: LockMode) => (mode === "shared" ? "_shared" : "");
+
+/** One row `{ ok: boolean }`: whether the lock was taken without waiting. */
+export function tryLock(key: LockKey, mode: LockMode): Statement {
+  const { args, values } = keyArgs(key);
+  return { text: `SELECT pg_catalog.pg_try_advisory_lock${suffix(mode)}(${args}) AS ok`, values };
+}
+
+/** Waits on the server until granted (no polling: a release hands over to the next waiter at once). */
+export function waitLock(key: LockKey, mode: LockMode): Statement {
+  const { args, values } = keyArgs(key);
+  return { text: `SELECT pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NULL AS ok`, values };
+}
+
+/** One row `{ ok: boolean }`: false when this session did not hold the lock in that mode. */
+export function unlock(key: LockKey, mode: LockMode): Statement {
+  const { args, values } = keyArgs(key);
+  return { text: `SELECT pg_catalog.pg_advisory_unlock${suffix(mode)}(${args}) AS ok`, values };
+}
+
+/** Releases `levels` stacked levels in one round trip: one row `{ ok }` per level. */
+export function unlockLevels(key: LockKey, mode: LockMode, levels: number): Statement {
+  const { args, values } = keyArgs(key, 2);
+  return {
+    text: `SELECT pg_catalog.pg_advisory_unlock${suffix(mode)}(${args}) AS ok FROM pg_catalog.generate_series(1, $1::int4)`,
+    values: [levels, ...values],
+  };
+}
+
+/**
+ * One row `{ granted: boolean }`: whether this backend holds the lock in that mode, per `pg_locks`.
+ * This restores certainty after a cancel or timeout, which PostgreSQL can raise even though it
+ * granted the lock. pg_locks shows an int8 key as classid = high 32 bits, objid = low 32 bits,
+ * objsubid = 1, and a pair as classid = a, objid = b, objsubid = 2 (both as unsigned oids).
+ * https://www.postgresql.org/docs/current/view-pg-locks.html
+ */
+export function holdsLock(key: LockKey, mode: LockMode): Statement {
+  const [classid, objid, objsubid] = lockTag(key);
+  return {
+    text:
+      "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' " +
+      "AND pid = pg_catalog.pg_backend_pid() AND granted AND mode = $1 " +
+      "AND classid = $2::oid AND objid = $3::oid AND objsubid = $4::int2) AS granted",
+    values: [mode === "shared" ? "ShareLock" : "ExclusiveLock", classid, objid, objsubid],
+  };
+}
+
+/** The (classid, objid, objsubid) under which pg_locks shows a key, as strings for oid parameters. */
+export function lockTag(key: LockKey): [string, string, number] {
+  if (key.pair) {
+    return [String(key.pair[0] >>> 0), String(key.pair[1] >>> 0), 2];
+  }
+  const unsigned = BigInt.asUintN(64, key.id as bigint);
+  return [String(unsigned >> 32n), String(unsigned & 0xffffffffn), 1];
+}
+
+/**
+ * One row: the backend's pid, whether the server is a standby (where advisory locks exclude nobody
+ * on the primary), and, when `applicationName` is given, the previous application_name, which it
+ * replaces for this session.
+ */
+export function describeSession(applicationName?: string): Statement {
+  const base = "SELECT pg_catalog.pg_backend_pid() AS pid, pg_catalog.pg_is_in_recovery() AS in_recovery";
+  if (applicationName === undefined) return { text: base, values: [] };
+  return {
+    text:
+      `${base}, pg_catalog.current_setting('application_name') AS previous_application_name, ` +
+      "pg_catalog.set_config('application_name', $1, false) AS application_name",
+    values: [applicationName],
+  };
+}
+
+export function setApplicationName(name: string): Statement {
+  return { text: "SELECT pg_catalog.set_config('application_name', $1, false)", values: [name] };
+}
+
+export function ping(): Statement {
+  return { text: "SELECT 1", values: [] };
+}

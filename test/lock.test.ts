@@ -1,0 +1,303 @@
+import pg from "pg";
+import { ClosedError, ConnectionError, InvalidArgumentError, newLock, PglockError } from "pglock";
+import { describe, expect, it } from "vitest";
+import {
+  databaseUrl,
+  eventually,
+  locksOnKey,
+  makePool,
+  sessionsNamed,
+  sleep,
+  uniqueKey,
+  uniqueName,
+} from "./support/db.js";
+
+describe("Lock: the seed's API", () => {
+  it("lock/unlock: a second session is refused while the first holds the key", async () => {
+    const pool = makePool();
+    const key = uniqueKey();
+    await using a = await newLock(pool, key);
+    await using b = await newLock(pool, key);
+    expect(await a.lock()).toBe(true);
+    expect(await b.lock()).toBe(false);
+    expect(await a.unlock()).toBe(true);
+    expect(await b.lock()).toBe(true);
+    expect(a.key.id).toBe(key);
+  });
+
+  it("stacks as PostgreSQL does: locked n times, free after n unlocks; an extra unlock returns false", async () => {
+    const pool = makePool();
+    const key = uniqueKey();
+    await using a = await newLock(pool, key);
+    await using b = await newLock(pool, key);
+    expect(await a.lock()).toBe(true);
+    expect(await a.lock()).toBe(true);
+    await a.waitAndLock();
+    expect(await a.unlock()).toBe(true);
+    expect(await a.unlock()).toBe(true);
+    expect(await b.lock()).toBe(false);
+    expect(await a.unlock()).toBe(true);
+    expect(await a.unlock()).toBe(false);
+    expect(await a.rUnlock()).toBe(false);
+    expect(await b.lock()).toBe(true);
+  });
+
+  it("shared coexists with shared and excludes exclusive", async () => {
+    const pool = makePool();
+    const key = uniqueKey();
+    await using a = await newLock(pool, key);
+    await using b = await newLock(pool, key);
+    await using c = await newLock(pool, key);
+    expect(await a.rLock()).toBe(true);
+    expect(await b.rLock()).toBe(true);
+    expect(await c.lock()).toBe(false);
+    await b.rUnlock();
+    expect(await c.lock()).toBe(false);
+    await a.rUnlock();
+    expect(await c.lock()).toBe(true);
+    expect(await a.rLock()).toBe(false);
+    const shared = a.waitAndRLock();
+    await eventually(async () => (await locksOnKey(pool, key)).some((row) => !row.granted));
+    await c.unlock();
+    await shared;
+    expect((await locksOnKey(pool, key)).map((row) => row.mode)).toEqual(["ShareLock"]);
+  });
+
+  it("different keys are independent", async () => {
+    const pool = makePool();
+    await using a = await newLock(pool, uniqueKey());
+    await using b = await newLock(pool, uniqueKey());
+    expect(await a.lock()).toBe(true);
+    expect(await b.lock()).toBe(true);
+  });
+
+  it("waitAndLock waits on the server and is handed the lock at release", async () => {
+    const pool = makePool();
+    const key = uniqueKey();
+    await using a = await newLock(pool, key);
+    await using b = await newLock(pool, key);
+    await a.lock();
+    let granted = false;
+    const waiting = b.waitAndLock().then(() => {
+      granted = true;
+    });
+    await eventually(async () => (await locksOnKey(pool, key)).some((row) => !row.granted));
+    expect(granted).toBe(false);
+    await a.unlock();
+    await waiting;
+    expect(await a.lock()).toBe(false);
+  });
+
+  it("close() releases every level and gives the connection back; a second session takes the key at once", async () => {
+    const app = uniqueName();
+    const pool = makePool();
+    const key = uniqueKey();
+    const a = await newLock(pool, key, { applicationName: app });
+    await a.lock();
+    await a.lock();
+    await a.rLock();
+    expect(await sessionsNamed(pool, app)).toHaveLength(1);
+    await a.close();
+    await a.close(); // idempotent
+    await using b = await newLock(pool, key);
+    expect(await b.lock()).toBe(true);
+    expect(pool.idleCount).toBeGreaterThan(0);
+    expect(await sessionsNamed(pool, app)).toHaveLength(0); // application_name restored on the pooled connection
+    await expect(a.lock()).rejects.toBeInstanceOf(ClosedError);
+    await expect(a.unlock()).rejects.toMatchObject({ code: "ERR_PGLOCK_CLOSED" });
+  });
+
+  it("close() cancels a pending wait and releases", async () => {
+    const pool = makePool();
+    const key = uniqueKey();
+    await using a = await newLock(pool, key);
+    const b = await newLock(pool, key);
+    await a.lock();
+    const waiting = b.waitAndLock();
+    await eventually(async () => (await locksOnKey(pool, key)).some((row) => !row.granted));
+    await b.close();
+    await expect(waiting).rejects.toBeInstanceOf(ClosedError);
+    expect(await locksOnKey(pool, key)).toHaveLength(1);
+  });
+
+  it("uses a caller-owned pg.Client and leaves it open", async () => {
+    const client = new pg.Client({ connectionString: databaseUrl() });
+    await client.connect();
+    try {
+      const key = uniqueKey();
+      const lock = await newLock(client, key);
+      expect(await lock.lock()).toBe(true);
+      await expect(newLock(client, key)).rejects.toThrow(/already serves another pglock session/);
+      await lock.close();
+      const { rows } = await client.query(
+        "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+      );
+      expect(rows[0].n).toBe(0);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it("rejects bad arguments with typed errors before connecting", async () => {
+    const pool = makePool({ connectionString: "postgres://nobody@127.0.0.1:1/none" });
+    await expect(newLock({}, 1)).rejects.toThrow(/expected a pg.Pool or a connected pg.Client, got an object/);
+    await expect(newLock(pool, 1, { signal: "soon" as never })).rejects.toThrow(
+      /options.signal must be an AbortSignal, got "soon"/,
+    );
+    await expect(newLock(pool, 1, 5 as never)).rejects.toBeInstanceOf(InvalidArgumentError);
+    const unconnected = new pg.Client({ connectionString: databaseUrl() });
+    await expect(newLock(unconnected, 1)).rejects.toThrow(/not connected/);
+    expect(pool.totalCount).toBe(0);
+  });
+
+  it("an unreachable database is a ConnectionError, not a crash", async () => {
+    const pool = makePool({ connectionString: "postgres://nobody@127.0.0.1:1/none" });
+    const error = await newLock(pool, 1).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect(error).toBeInstanceOf(PglockError);
+    expect((error as Error).message).toMatch(/could not connect to PostgreSQL/);
+  });
+});
+
+describe("Lock: abort and failure", () => {
+  it("an already-aborted signal rejects at once with its reason, without a query", async () => {
+    const client = new pg.Client({ connectionString: databaseUrl() });
+    await client.connect();
+    try {
+      const lock = await newLock(client, uniqueKey());
+      const sent: string[] = [];
+      const query = client.query.bind(client);
+      // Counts statements only; the database still answers every one.
+      client.query = ((text: string, values: unknown[]) => {
+        sent.push(text);
+        return query(text, values);
+      }) as typeof client.query;
+      const reason = new Error("gave up");
+      const signal = AbortSignal.abort(reason);
+      const calls = ["lock", "rLock", "waitAndLock", "waitAndRLock", "unlock", "rUnlock"] as const;
+      for (const call of calls) {
+        await expect(lock[call]({ signal })).rejects.toBe(reason);
+      }
+      await expect(newLock(client, 1, { signal })).rejects.toBe(reason);
+      expect(sent).toEqual([]);
+      await lock.close();
+    } finally {
+      await client.end();
+    }
+  });
+
+  it("abort during a wait cancels it on the server and rejects with signal.reason", async () => {
+    const pool = makePool();
+    const key = uniqueKey();
+    await using holder = await newLock(pool, key);
+    await using waiter = await newLock(pool, key);
+    await holder.lock();
+    const controller = new AbortController();
+    const waiting = waiter.waitAndLock({ signal: controller.signal });
+    await eventually(async () => (await locksOnKey(pool, key)).some((row) => !row.granted));
+    const reason = new Error("stop waiting");
+    controller.abort(reason);
+    await expect(waiting).rejects.toBe(reason);
+    expect(await locksOnKey(pool, key)).toHaveLength(1); // no wait left on the server
+    expect(await waiter.unlock()).toBe(false);
+    // the session is still usable
+    await holder.unlock();
+    expect(await waiter.lock()).toBe(true);
+  });
+
+  it("an abort racing a re-entrant grant keeps exactly the levels held before", async () => {
+    const pool = makePool();
+    const key = uniqueKey();
+    await using lock = await newLock(pool, key);
+    await using other = await newLock(pool, key);
+    await lock.lock();
+    for (let i = 0; i < 20; i++) {
+      const controller = new AbortController();
+      const call = lock.waitAndLock({ signal: controller.signal });
+      setTimeout(() => controller.abort(new Error("abort")), Math.random() * 2);
+      await call.then(() => lock.unlock()).catch(() => {});
+    }
+    expect(await lock.unlock()).toBe(true);
+    expect(await lock.unlock()).toBe(false);
+    expect(await other.lock()).toBe(true);
+  });
+
+  it("a timeout is an AbortSignal.timeout: the wait ends and nothing is held", async () => {
+    const pool = makePool();
+    const key = uniqueKey();
+    await using holder = await newLock(pool, key);
+    await using waiter = await newLock(pool, key);
+    await holder.lock();
+    const error = await waiter.waitAndLock({ signal: AbortSignal.timeout(100) }).catch((e: unknown) => e);
+    expect((error as DOMException).name).toBe("TimeoutError");
+    expect((await locksOnKey(pool, key)).map((r) => r.granted)).toEqual([true]);
+  });
+
+  it("250 aborts at random moments, racing grants, leave every Lock holding exactly what it held", async () => {
+    const pool = makePool({ max: 12 });
+    const key = uniqueKey();
+    const holder = await newLock(pool, key);
+    const waiters = await Promise.all(Array.from({ length: 5 }, () => newLock(pool, key)));
+    let aborted = 0;
+    let granted = 0;
+    for (let round = 0; round < 50; round++) {
+      await holder.lock();
+      const calls = waiters.map(async (lock, i) => {
+        const controller = new AbortController();
+        setTimeout(() => controller.abort(new Error("abort")), Math.random() * 6);
+        try {
+          if (i % 2 === 0) await lock.waitAndLock({ signal: controller.signal });
+          else await lock.waitAndRLock({ signal: controller.signal });
+          granted++;
+          expect(await (i % 2 === 0 ? lock.unlock() : lock.rUnlock())).toBe(true);
+        } catch (error) {
+          expect((error as Error).message).toBe("abort");
+          aborted++;
+        }
+        expect(await lock.unlock()).toBe(false);
+        expect(await lock.rUnlock()).toBe(false);
+      });
+      await sleep(Math.random() * 6);
+      await holder.unlock();
+      await Promise.all(calls);
+      expect(await locksOnKey(pool, key)).toEqual([]);
+    }
+    expect(aborted + granted).toBe(250);
+    expect(aborted).toBeGreaterThan(0);
+    await Promise.all([holder, ...waiters].map((lock) => lock.close()));
+    expect(await locksOnKey(pool, key)).toEqual([]);
+  });
+
+  it("a terminated session rejects the pending wait with ConnectionError and never crashes", async () => {
+    const pool = makePool();
+    const admin = makePool();
+    const key = uniqueKey();
+    const app = uniqueName();
+    await using holder = await newLock(pool, key);
+    const waiter = await newLock(pool, key, { applicationName: app });
+    await holder.lock();
+    const waiting = waiter.waitAndLock();
+    await eventually(async () => (await locksOnKey(admin, key)).some((row) => !row.granted));
+    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [app]);
+    const error = await waiting.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    await expect(waiter.lock()).rejects.toBeInstanceOf(ConnectionError);
+    await waiter.close();
+    await expect(waiter.lock()).rejects.toBeInstanceOf(ClosedError);
+    expect(await sessionsNamed(admin, app)).toEqual([]);
+  });
+
+  it("no connection leaks: 30 Locks opened and closed leave no session behind", async () => {
+    const app = uniqueName();
+    const pool = makePool({ max: 30, idleTimeoutMillis: 1 });
+    const admin = makePool({ max: 1 });
+    const locks = await Promise.all(
+      Array.from({ length: 30 }, () => newLock(pool, uniqueKey(), { applicationName: app })),
+    );
+    expect(await sessionsNamed(admin, app)).toHaveLength(30);
+    await Promise.all(locks.map((lock) => lock.lock()));
+    await Promise.all(locks.map((lock) => lock.close()));
+    expect(await sessionsNamed(admin, app)).toHaveLength(0);
+    await eventually(() => pool.totalCount <= 1);
+  });
+});

