@@ -15,3 +15,13 @@ export {
 } from "./errors.js";
 export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";
 export { type CallOptions, Lock, type NewLockOptions, newLock } from "./lock.js";
+export { type AcquiredEvent, channels, type LostEvent, type ReleasedEvent } from "./locker/events.js";
+export type { LockHandle } from "./locker/handle.js";
+export {
+  type AcquireOptions,
+  createLocker,
+  Locker,
+  type LockerOptions,
+  type LockerStats,
+  type TryAcquireOptions,
+} from "./locker/locker.js";

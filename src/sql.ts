@@ -99,3 +99,8 @@ export function setApplicationName(name: string): Statement {
 export function ping(): Statement {
   return { text: "SELECT 1", values: [] };
 }
+
+/** Releases every session-level advisory lock of this session (closing a Locker, whose sessions are its own). */
+export function unlockAll(): Statement {
+  return { text: "SELECT pg_catalog.pg_advisory_unlock_all()", values: [] };
+}

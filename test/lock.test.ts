@@ -1,5 +1,5 @@
 import pg from "pg";
-import { ClosedError, ConnectionError, InvalidArgumentError, newLock, PglockError } from "pglock";
+import { ClosedError, ConnectionError, DeadlockError, InvalidArgumentError, newLock, PglockError } from "pglock";
 import { describe, expect, it } from "vitest";
 import {
   databaseUrl,
@@ -266,6 +266,36 @@ describe("Lock: abort and failure", () => {
     expect(aborted).toBeGreaterThan(0);
     await Promise.all([holder, ...waiters].map((lock) => lock.close()));
     expect(await locksOnKey(pool, key)).toEqual([]);
+  });
+
+  it("a deadlock PostgreSQL detects (two shared holders both upgrading) is a DeadlockError; the shared levels stay", async () => {
+    const pool = makePool();
+    const key = uniqueKey();
+    await using a = await newLock(pool, key);
+    await using b = await newLock(pool, key);
+    expect(await a.rLock()).toBe(true);
+    expect(await b.rLock()).toBe(true);
+    const upgrades = [a.waitAndLock(), b.waitAndLock()];
+    // The victim's wait fails; the other waits on until the victim gives up its shared level.
+    const victim = await Promise.race(
+      upgrades.map((p, i) =>
+        p.then(
+          () => -1,
+          () => i,
+        ),
+      ),
+    );
+    expect(victim).toBeGreaterThanOrEqual(0);
+    const loser = victim === 0 ? a : b;
+    const winner = victim === 0 ? b : a;
+    const error = await (upgrades[victim] as Promise<void>).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DeadlockError);
+    expect((error as DeadlockError).code).toBe("ERR_PGLOCK_DEADLOCK");
+    expect(await loser.rUnlock()).toBe(true);
+    expect(await loser.rUnlock()).toBe(false);
+    await upgrades[1 - victim];
+    expect(await winner.rUnlock()).toBe(true);
+    expect(await winner.unlock()).toBe(true);
   });
 
   it("a terminated session rejects the pending wait with ConnectionError and never crashes", async () => {

@@ -1,0 +1,480 @@
+/**
+ * Locker: many locks over a few sessions. Handles in one Locker conflict exactly as separate
+ * processes would; contention inside the Locker is queued locally, so at most one request per key
+ * is on the server. Loss of a session aborts the signal of every handle it carried.
+ */
+import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
+import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, LockTimeoutError } from "../errors.js";
+import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
+import { isPgPool, pgDriver } from "../session/pg.js";
+import { linkSignals, timeoutSignal } from "../signals.js";
+import type { LockMode } from "../sql.js";
+import * as sql from "../sql.js";
+import { checkBoolean, checkInteger, checkMs, checkSignal, checkString, optionsObject } from "../validate.js";
+import { publishAcquired, publishLost, publishReleased } from "./events.js";
+import type { LockHandle } from "./handle.js";
+import { SessionPool, type Slot } from "./sessions.js";
+
+export interface LockerOptions {
+  /** Most connections the Locker takes from the pool at once (default 4). */
+  maxSessions?: number;
+  /** application_name of the Locker's sessions, so they can be found in pg_stat_activity (default `pglock`). */
+  applicationName?: string;
+  /** How often an idle session is probed, and the TCP keepalive delay, in ms (default 10000; 0 turns probing off). */
+  keepaliveMs?: number;
+  /** A probe or a short statement unanswered this long (ms) means the session is lost (default 5000). */
+  probeTimeoutMs?: number;
+  /** A session that holds nothing goes back to the pool after this many ms (default 1000). */
+  idleMs?: number;
+}
+
+export interface AcquireOptions {
+  /** Take the lock shared: shared holders coexist; an exclusive holder excludes everyone. */
+  shared?: boolean;
+  /** Give up after this many ms with a `LockTimeoutError`; the server-side wait is cancelled. */
+  timeout?: number;
+  /** Aborting it gives up with `signal.reason`; the server-side wait is cancelled. */
+  signal?: AbortSignal;
+}
+
+export interface TryAcquireOptions {
+  shared?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface LockerStats {
+  /** Connections the Locker holds now. */
+  sessions: number;
+  /** Handles held now. */
+  held: number;
+  /** Acquires not yet granted. */
+  waiting: number;
+}
+
+interface KeyState {
+  readonly key: LockKey;
+  /** The mode the Locker holds on the server, while it holds the key. */
+  mode: LockMode | undefined;
+  slot: Slot | undefined;
+  readonly holders: Set<Holder>;
+  /** A server statement for this key (acquire or release) is in flight. */
+  busy: boolean;
+  readonly queue: Queued[];
+}
+
+interface Queued {
+  readonly mode: LockMode;
+  readonly signal: AbortSignal;
+  readonly startedAt: number;
+  resolve(holder: Holder | undefined): void;
+  reject(error: unknown): void;
+  /** Detaches the queue's abort handling when the request leaves the queue. */
+  dequeued(): void;
+}
+
+/**
+ * Creates a Locker over a `pg.Pool`.
+ *
+ * @example
+ * const locker = createLocker(pool);
+ * await locker.withLock("nightly-report", async (signal) => buildReport({ signal }), { timeout: 5000 });
+ */
+export function createLocker(pool: unknown, options: LockerOptions = {}): Locker {
+  return new Locker(pool, options);
+}
+
+export class Locker {
+  readonly #sessions: SessionPool;
+  readonly #keys = new Map<string, KeyState>();
+  readonly #slotKeys = new Map<Slot, Set<KeyState>>();
+  readonly #closing = new AbortController();
+  readonly #pending = new Set<Promise<unknown>>();
+  #held = 0;
+  #waiting = 0;
+  #closed: Promise<void> | undefined;
+
+  /** @internal use {@link createLocker} */
+  constructor(pool: unknown, options: LockerOptions = {}) {
+    optionsObject(options, "createLocker");
+    if (!isPgPool(pool)) throw new InvalidArgumentError(`createLocker: expected a pg.Pool, got ${describe(pool)}`);
+    const maxSessions = checkInteger(options.maxSessions, "createLocker", "options.maxSessions", 1) ?? 4;
+    const keepaliveMs = checkMs(options.keepaliveMs, "createLocker", "keepaliveMs") ?? 10_000;
+    const probeTimeoutMs = checkMs(options.probeTimeoutMs, "createLocker", "probeTimeoutMs") ?? 5_000;
+    const idleMs = checkMs(options.idleMs, "createLocker", "idleMs") ?? 1_000;
+    const applicationName = checkString(options.applicationName, "createLocker", "applicationName") ?? "pglock";
+    this.#sessions = new SessionPool(pgDriver(pool, "createLocker"), {
+      maxSessions,
+      idleMs,
+      keepaliveMs,
+      probeTimeoutMs,
+      applicationName,
+      onLost: (slot, reason) => this.#onSessionLost(slot, reason),
+    });
+  }
+
+  /** Waits until the lock is granted; rejects with `LockTimeoutError` after `timeout` ms, or `signal.reason`. */
+  acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LockHandle> {
+    return this.#track(async () => {
+      const { normalized, mode, signal, timeout } = this.#arguments("acquire", key, options);
+      const timer =
+        timeout === undefined
+          ? undefined
+          : timeoutSignal(timeout, () => new LockTimeoutError(normalized.toString(), timeout));
+      const linked = linkSignals(signal, timer?.signal, this.#closing.signal);
+      try {
+        // timeout 0 means: only if it is free now.
+        const holder = await this.#request(normalized, mode, timeout !== 0, linked.signal);
+        if (!holder) throw new LockTimeoutError(normalized.toString(), 0);
+        return holder;
+      } finally {
+        linked.dispose();
+        timer?.dispose();
+      }
+    });
+  }
+
+  /** Takes the lock if it is free now (in this Locker and on the server); null otherwise. */
+  tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LockHandle | null> {
+    return this.#track(async () => {
+      const { normalized, mode, signal } = this.#arguments("tryAcquire", key, options);
+      const linked = linkSignals(signal, this.#closing.signal);
+      try {
+        return (await this.#request(normalized, mode, false, linked.signal)) ?? null;
+      } finally {
+        linked.dispose();
+      }
+    });
+  }
+
+  /**
+   * Runs `fn` while holding the lock and releases it in every path. `fn` gets the handle's signal,
+   * aborted if the lock is lost. Rejects with `LockLostError` if the lock was lost before `fn`
+   * settled, even if `fn` resolved: the critical section was not protected.
+   */
+  async withLock<T>(
+    key: LockKeyInput,
+    fn: (signal: AbortSignal) => Promise<T> | T,
+    options: AcquireOptions = {},
+  ): Promise<T> {
+    if (typeof fn !== "function")
+      throw new InvalidArgumentError(`withLock: fn must be a function, got ${describe(fn)}`);
+    const handle = await this.acquire(key, options);
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+    try {
+      outcome = { ok: true, value: await fn(handle.signal) };
+    } catch (error) {
+      outcome = { ok: false, error };
+    }
+    const lost = handle.signal.aborted;
+    try {
+      await handle.release();
+    } catch (error) {
+      if (outcome.ok && !lost) throw error;
+    }
+    if (lost) throw handle.signal.reason;
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
+  }
+
+  stats(): LockerStats {
+    let queued = 0;
+    for (const state of this.#keys.values()) queued += state.queue.length;
+    return { sessions: this.#sessions.size, held: this.#held, waiting: this.#waiting + queued };
+  }
+
+  /** Rejects pending acquires with `ClosedError`, releases every lock, gives every session back. Idempotent. */
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close() {
+    this.#closing.abort(new ClosedError("the Locker"));
+    await Promise.allSettled(this.#pending);
+    const lost = new LockLostError("the Locker was closed while the lock was held");
+    for (const state of this.#keys.values()) this.#loseHolders(state, lost);
+    await this.#sessions.close(async (slot) => {
+      if (slot.session.isLost) return;
+      const outcome = await slot.session.run(sql.unlockAll());
+      if (outcome.status !== "done") {
+        await slot.session.discard(new ConnectionError("could not release locks on close", { cause: outcome }));
+      }
+    });
+  }
+
+  #arguments(where: string, key: LockKeyInput, options: AcquireOptions) {
+    optionsObject(options, where);
+    const normalized = lockKey(key);
+    const shared = checkBoolean(options.shared, where, "shared") ?? false;
+    const timeout = checkMs(options.timeout, where, "timeout");
+    const signal = checkSignal(options.signal, where);
+    if (this.#closing.signal.aborted) throw new ClosedError("the Locker");
+    signal?.throwIfAborted();
+    return { normalized, mode: (shared ? "shared" : "exclusive") as LockMode, signal, timeout };
+  }
+
+  #track<T>(run: () => Promise<T>): Promise<T> {
+    const promise = run();
+    const settled: Promise<unknown> = promise.then(
+      () => this.#pending.delete(settled),
+      () => this.#pending.delete(settled),
+    );
+    this.#pending.add(settled);
+    return promise;
+  }
+
+  #stateOf(key: LockKey): KeyState {
+    let state = this.#keys.get(key.identity);
+    if (!state) {
+      state = { key, mode: undefined, slot: undefined, holders: new Set(), busy: false, queue: [] };
+      this.#keys.set(key.identity, state);
+    }
+    return state;
+  }
+
+  /** Local arbitration first: the server sees one request per key at a time. */
+  #request(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<Holder | undefined> {
+    const state = this.#stateOf(key);
+    const startedAt = performance.now();
+    if (this.#canJoin(state, mode)) return Promise.resolve(this.#grant(state, startedAt));
+    if (state.holders.size === 0 && !state.busy && state.queue.length === 0) {
+      return this.#acquireOnServer(state, mode, wait, signal, startedAt);
+    }
+    if (!wait) return Promise.resolve(undefined);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        const index = state.queue.indexOf(queued);
+        if (index >= 0) state.queue.splice(index, 1);
+        this.#forgetIfUnused(state);
+        reject(signal.reason);
+      };
+      // Once dequeued, the request's outcome is the server phase's alone: a late abort is handled there
+      // (cancel, then release a grant that won), never by rejecting a request that may still be granted.
+      const dequeued = () => signal.removeEventListener("abort", onAbort);
+      const queued: Queued = {
+        mode,
+        signal,
+        startedAt,
+        resolve: (holder) => {
+          dequeued();
+          resolve(holder);
+        },
+        reject: (error) => {
+          dequeued();
+          reject(error);
+        },
+        dequeued,
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      state.queue.push(queued);
+    });
+  }
+
+  /** A shared request joins shared holders of this Locker unless someone queued ahead of it. */
+  #canJoin(state: KeyState, mode: LockMode): boolean {
+    return (
+      mode === "shared" && state.mode === "shared" && state.holders.size > 0 && !state.busy && state.queue.length === 0
+    );
+  }
+
+  async #acquireOnServer(state: KeyState, mode: LockMode, wait: boolean, signal: AbortSignal, startedAt: number) {
+    state.busy = true;
+    this.#waiting++;
+    try {
+      const slot = await this.#takeOnServer(state.key, mode, wait, signal);
+      if (!slot) return undefined;
+      state.slot = slot;
+      state.mode = mode;
+      const keys = this.#slotKeys.get(slot) ?? new Set<KeyState>();
+      this.#slotKeys.set(slot, keys);
+      keys.add(state);
+      return this.#grant(state, startedAt);
+    } finally {
+      this.#waiting--;
+      state.busy = false;
+      this.#drain(state);
+    }
+  }
+
+  /**
+   * A try-lock on a session that is not waiting; if refused and `wait`, a server-side wait on a
+   * session that holds nothing. When the session rules allow no wait now (every other session
+   * already waits), it polls with try-locks, backing off to 250 ms.
+   */
+  async #takeOnServer(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<Slot | undefined> {
+    for (let delay = 5; ; delay = Math.min(delay * 2, 250)) {
+      const slot = await this.#sessions.forShortStatement(signal);
+      let granted: boolean;
+      try {
+        granted = await tryLock(slot.session, key, mode, signal);
+        if (granted) slot.held++;
+      } catch (error) {
+        if (retryable(slot, error, signal)) continue;
+        throw error;
+      } finally {
+        this.#sessions.done(slot);
+      }
+      // A grant on a session that ended in the meantime is no grant: try again.
+      if (granted) {
+        if (slot.session.isLost) continue;
+        return slot;
+      }
+      if (!wait) return undefined;
+      const waitSlot = await this.#sessions.forWait();
+      if (waitSlot) {
+        try {
+          await waitForLock(waitSlot.session, key, mode, { signal });
+          waitSlot.held++;
+        } catch (error) {
+          if (retryable(waitSlot, error, signal)) continue;
+          throw error;
+        } finally {
+          this.#sessions.done(waitSlot);
+        }
+        if (waitSlot.session.isLost) continue;
+        return waitSlot;
+      }
+      await sleep(delay, signal);
+    }
+  }
+
+  #grant(state: KeyState, startedAt: number): Holder {
+    const holder = new Holder(this, state, state.mode === "shared");
+    state.holders.add(holder);
+    this.#held++;
+    publishAcquired(() => ({ key: state.key, shared: holder.shared, waitMs: performance.now() - startedAt }));
+    return holder;
+  }
+
+  /** Lets queued requests proceed: shared ones join shared holders; the head goes to the server when the key is free. */
+  #drain(state: KeyState) {
+    while (state.queue.length > 0 && !state.busy) {
+      const head = state.queue[0] as Queued;
+      if (head.mode === "shared" && state.mode === "shared" && state.holders.size > 0) {
+        state.queue.shift();
+        head.resolve(this.#grant(state, head.startedAt));
+        continue;
+      }
+      if (state.holders.size > 0) break;
+      state.queue.shift();
+      head.dequeued();
+      this.#acquireOnServer(state, head.mode, true, head.signal, head.startedAt).then(head.resolve, head.reject);
+    }
+    this.#forgetIfUnused(state);
+  }
+
+  #forgetIfUnused(state: KeyState) {
+    if (state.holders.size === 0 && !state.busy && state.queue.length === 0 && state.slot === undefined) {
+      this.#keys.delete(state.key.identity);
+    }
+  }
+
+  /** @internal */
+  async release(holder: Holder, state: KeyState): Promise<void> {
+    state.holders.delete(holder);
+    this.#held--;
+    publishReleased(() => ({ key: state.key, shared: holder.shared, heldMs: performance.now() - holder.grantedAt }));
+    if (state.holders.size > 0) return;
+    const slot = state.slot as Slot;
+    const mode = state.mode as LockMode;
+    state.busy = true;
+    this.#sessions.use(slot);
+    try {
+      await releaseLevel(slot.session, state.key, mode);
+    } catch (error) {
+      // A session that ended released the lock with it: what the caller asked for is true.
+      if (!slot.session.isLost) throw lockError(error, state.key);
+    } finally {
+      slot.held--;
+      this.#slotKeys.get(slot)?.delete(state);
+      state.slot = undefined;
+      state.mode = undefined;
+      state.busy = false;
+      this.#sessions.done(slot);
+      this.#drain(state);
+    }
+  }
+
+  #onSessionLost(slot: Slot, reason: unknown) {
+    const states = this.#slotKeys.get(slot);
+    this.#slotKeys.delete(slot);
+    if (!states) return;
+    const detail = reason instanceof Error ? `: ${reason.message}` : "";
+    for (const state of states) {
+      this.#loseHolders(
+        state,
+        new LockLostError(`lock ${state.key} was lost, its session ended${detail}`, { cause: reason }),
+      );
+      state.slot = undefined;
+      state.mode = undefined;
+      this.#drain(state);
+    }
+  }
+
+  #loseHolders(state: KeyState, error: LockLostError) {
+    for (const holder of state.holders) {
+      holder.lose(error);
+      this.#held--;
+      publishLost(() => ({ key: state.key, shared: holder.shared, error }));
+    }
+    state.holders.clear();
+  }
+}
+
+class Holder implements LockHandle {
+  readonly key: LockKey;
+  readonly shared: boolean;
+  readonly grantedAt = performance.now();
+  readonly #locker: Locker;
+  readonly #state: KeyState;
+  readonly #lost = new AbortController();
+  #released: Promise<void> | undefined;
+
+  constructor(locker: Locker, state: KeyState, shared: boolean) {
+    this.#locker = locker;
+    this.#state = state;
+    this.key = state.key;
+    this.shared = shared;
+  }
+
+  get signal(): AbortSignal {
+    return this.#lost.signal;
+  }
+
+  release(): Promise<void> {
+    this.#released ??= this.#lost.signal.aborted ? Promise.resolve() : this.#locker.release(this, this.#state);
+    return this.#released;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+
+  /** @internal */
+  lose(error: LockLostError) {
+    this.#released ??= Promise.resolve();
+    this.#lost.abort(error);
+  }
+}
+
+function retryable(slot: Slot, error: unknown, signal: AbortSignal): boolean {
+  return !signal.aborted && slot.session.isLost && error instanceof ConnectionError;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,0 +1,195 @@
+/**
+ * The Locker's sessions: at most `maxSessions` connections shared by every lock, with the rules
+ * that keep a release from ever being stuck behind a wait:
+ * - short statements (try-locks, releases) go to a session that is not in a blocking wait;
+ * - a blocking wait only runs on a session that holds nothing and has nothing queued, and one
+ *   session is always left for short statements (so with maxSessions = 1 nothing waits on the server);
+ * - a session that holds nothing and does nothing goes back to the pool after `idleMs`.
+ */
+import { ClosedError } from "../errors.js";
+import type { Driver } from "../session/driver.js";
+import { Session, type SessionOptions } from "../session/session.js";
+
+export interface Slot {
+  readonly session: Session;
+  /** Server-side locks this session holds for the Locker. */
+  held: number;
+  /** A blocking wait runs on it. */
+  waiting: boolean;
+  /** Statements the Locker is running on it. */
+  busy: number;
+  idleTimer: NodeJS.Timeout | undefined;
+}
+
+export interface SessionPoolOptions extends SessionOptions {
+  maxSessions: number;
+  idleMs: number;
+  /** Called once when a session ends by itself, with everything it held still counted. */
+  onLost(slot: Slot, reason: unknown): void;
+}
+
+export class SessionPool {
+  readonly #driver: Driver;
+  readonly #options: SessionPoolOptions;
+  readonly #slots = new Set<Slot>();
+  #opening = 0;
+  /** Callers waiting for a session to become usable for short statements. */
+  #shortWaiters: (() => void)[] = [];
+  #closed = false;
+
+  constructor(driver: Driver, options: SessionPoolOptions) {
+    this.#driver = driver;
+    this.#options = options;
+  }
+
+  get size(): number {
+    return this.#slots.size;
+  }
+
+  get slots(): ReadonlySet<Slot> {
+    return this.#slots;
+  }
+
+  /** A session for a short statement: the least busy non-waiting one, or a new one while under the cap. */
+  async forShortStatement(signal: AbortSignal): Promise<Slot> {
+    for (;;) {
+      if (this.#closed) throw new ClosedError("the Locker");
+      signal.throwIfAborted();
+      let best: Slot | undefined;
+      for (const slot of this.#slots) {
+        if (slot.waiting || slot.session.isLost) continue;
+        if (!best || slot.session.pending < best.session.pending) best = slot;
+      }
+      if (best && (best.session.pending === 0 || !this.#canOpen())) return this.#use(best);
+      if (this.#canOpen()) return this.#open(false);
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => reject(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+        this.#shortWaiters.push(() => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /**
+   * A session for a blocking wait: one that holds nothing and runs nothing, or a new one, as long as
+   * a session stays free for short statements. Undefined when the rules allow none now.
+   */
+  async forWait(): Promise<Slot | undefined> {
+    if (this.#closed) throw new ClosedError("the Locker");
+    let waiting = 0;
+    let empty: Slot | undefined;
+    for (const slot of this.#slots) {
+      if (slot.waiting) waiting++;
+      else if (!empty && isEmpty(slot)) empty = slot;
+    }
+    const size = this.#slots.size;
+    const room = this.#options.maxSessions - size - this.#opening;
+    // After the wait starts, some session must still serve short statements: one that exists, or room to open one.
+    if (empty && (size - waiting - 1 > 0 || room > 0)) return this.#markWaiting(this.#use(empty));
+    if (room > 0 && (size - waiting > 0 || room - 1 > 0)) return this.#open(true);
+    return undefined;
+  }
+
+  #markWaiting(slot: Slot): Slot {
+    slot.waiting = true;
+    return slot;
+  }
+
+  /** The Locker is done with a statement on this slot (or its wait ended). */
+  done(slot: Slot): void {
+    slot.busy--;
+    if (slot.waiting) {
+      slot.waiting = false;
+      this.#wakeShortWaiters();
+    }
+    this.#idleCheck(slot);
+  }
+
+  /** Marks a slot in use for a statement the Locker runs on it (a release); pair with done(). */
+  use(slot: Slot): Slot {
+    return this.#use(slot);
+  }
+
+  #use(slot: Slot): Slot {
+    slot.busy++;
+    clearTimeout(slot.idleTimer);
+    slot.idleTimer = undefined;
+    return slot;
+  }
+
+  #canOpen(): boolean {
+    return this.#slots.size + this.#opening < this.#options.maxSessions;
+  }
+
+  /** Opens a session and hands it straight to its first user, for a wait or a short statement. */
+  async #open(forWait: boolean): Promise<Slot> {
+    this.#opening++;
+    let session: Session;
+    try {
+      session = await Session.open(this.#driver, this.#options);
+    } finally {
+      this.#opening--;
+    }
+    const slot: Slot = { session, held: 0, waiting: forWait, busy: 1, idleTimer: undefined };
+    this.#slots.add(slot);
+    if (!forWait) this.#wakeShortWaiters();
+    session.lostSignal.addEventListener(
+      "abort",
+      () => {
+        this.#slots.delete(slot);
+        clearTimeout(slot.idleTimer);
+        this.#options.onLost(slot, session.lostSignal.reason);
+        void session.release(); // gives a dead connection back as broken, so the pool drops it
+        this.#wakeShortWaiters();
+      },
+      { once: true },
+    );
+    if (this.#closed) {
+      // close() ran while this session was opening: it must not outlive the Locker.
+      await session.release();
+      throw new ClosedError("the Locker");
+    }
+    return slot;
+  }
+
+  #idleCheck(slot: Slot) {
+    if (slot.held > 0 || slot.busy > 0 || slot.waiting || slot.session.pending > 0 || !this.#slots.has(slot)) return;
+    if (this.#shortWaiters.length > 0) this.#wakeShortWaiters();
+    clearTimeout(slot.idleTimer);
+    slot.idleTimer = setTimeout(() => {
+      if (slot.held > 0 || slot.busy > 0 || slot.waiting) return;
+      this.#slots.delete(slot);
+      void slot.session.release();
+      this.#wakeShortWaiters();
+    }, this.#options.idleMs);
+    slot.idleTimer.unref();
+  }
+
+  #wakeShortWaiters() {
+    const waiters = this.#shortWaiters;
+    this.#shortWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Gives every session back; ending a session is what releases whatever it still holds. */
+  async close(release: (slot: Slot) => Promise<void>): Promise<void> {
+    this.#closed = true;
+    this.#wakeShortWaiters();
+    const slots = [...this.#slots];
+    this.#slots.clear();
+    await Promise.all(
+      slots.map(async (slot) => {
+        clearTimeout(slot.idleTimer);
+        await release(slot);
+        await slot.session.release();
+      }),
+    );
+  }
+}
+
+function isEmpty(slot: Slot): boolean {
+  return slot.held === 0 && slot.busy === 0 && slot.session.pending === 0 && !slot.session.isLost;
+}
