@@ -1,5 +1,14 @@
 import pg from "pg";
-import { ClosedError, ConnectionError, DeadlockError, InvalidArgumentError, newLock, PglockError } from "pglock";
+import {
+  ClosedError,
+  ConnectionError,
+  DeadlockError,
+  InvalidArgumentError,
+  LockNotHeldError,
+  LockTimeoutError,
+  newLock,
+  PglockError,
+} from "pglock";
 import { describe, expect, it } from "vitest";
 import {
   databaseUrl,
@@ -296,6 +305,44 @@ describe("Lock: abort and failure", () => {
     await upgrades[1 - victim];
     expect(await winner.rUnlock()).toBe(true);
     expect(await winner.unlock()).toBe(true);
+  });
+
+  it("the server's lock_timeout (55P03) is a LockTimeoutError, and pg_locks confirms nothing is held", async () => {
+    const pool = makePool();
+    const client = new pg.Client({ connectionString: databaseUrl() });
+    await client.connect();
+    try {
+      await client.query("SET lock_timeout = '50ms'");
+      const key = uniqueKey();
+      await using holder = await newLock(pool, key);
+      await holder.lock();
+      const lock = await newLock(client, key);
+      const error = await lock.waitAndLock().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockTimeoutError);
+      expect((error as LockTimeoutError).timeoutMs).toBeUndefined();
+      expect(await lock.unlock()).toBe(false);
+      expect((await locksOnKey(pool, key)).map((row) => row.pid)).not.toContain((client as unknown as { processID: number }).processID);
+      await lock.close();
+    } finally {
+      await client.end();
+    }
+  });
+
+  it("an unlock PostgreSQL answers false (released behind pglock's back) is a LockNotHeldError", async () => {
+    const client = new pg.Client({ connectionString: databaseUrl() });
+    await client.connect();
+    try {
+      const lock = await newLock(client, uniqueKey());
+      await lock.lock();
+      await client.query("SELECT pg_advisory_unlock_all()"); // what a pooler switching sessions amounts to
+      const error = await lock.unlock().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockNotHeldError);
+      expect((error as Error).message).toMatch(/does not hold lock .* transaction mode/);
+      expect(await lock.unlock()).toBe(false);
+      await lock.close();
+    } finally {
+      await client.end();
+    }
   });
 
   it("a terminated session rejects the pending wait with ConnectionError and never crashes", async () => {

@@ -342,6 +342,17 @@ describe("Locker: loss", () => {
     expect(elapsed).toBeLessThan(200 + 300 + 1_000);
   });
 
+  it("idle_session_timeout ending a session holding locks aborts its handles", async () => {
+    // https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-IDLE-SESSION-TIMEOUT (PostgreSQL 14+)
+    const url = new URL(databaseUrl());
+    url.searchParams.set("options", "-c idle_session_timeout=300");
+    const locker = makeLocker({ keepaliveMs: 0 }, makePool({ connectionString: url.toString() }));
+    const handle = await locker.acquire(uniqueKey());
+    await eventually(() => handle.signal.aborted, 10_000);
+    expect(handle.signal.reason).toBeInstanceOf(LockLostError);
+    expect((handle.signal.reason as Error).message).toMatch(/lost, its session ended/);
+  });
+
   it("withLock rejects with LockLostError when the lock is lost, even if the function resolved", async () => {
     const admin = makePool({ max: 1 });
     const app = uniqueName();

