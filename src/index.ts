@@ -16,6 +16,7 @@ export {
 export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";
 export { type CallOptions, Lock, type NewLockOptions, newLock } from "./lock.js";
 export { type AcquiredEvent, channels, type LostEvent, type ReleasedEvent } from "./locker/events.js";
+export { fencingTableSql } from "./locker/fencing.js";
 export type { LockHandle } from "./locker/handle.js";
 export {
   type AcquireOptions,
@@ -23,5 +24,10 @@ export {
   Locker,
   type LockerOptions,
   type LockerStats,
+  LockGroup,
   type TryAcquireOptions,
 } from "./locker/locker.js";
+export { type AdvisoryLockInfo, type InspectOptions, inspectLocks } from "./patterns/inspect.js";
+export { LeaderElection, type LeaderElectionEvents } from "./patterns/leader.js";
+export { Semaphore, type SemaphoreAcquireOptions, type SemaphoreHandle } from "./patterns/semaphore.js";
+export { withXactLock, type XactLockOptions } from "./patterns/xact.js";

@@ -104,3 +104,20 @@ export function ping(): Statement {
 export function unlockAll(): Statement {
   return { text: "SELECT pg_catalog.pg_advisory_unlock_all()", values: [] };
 }
+
+/** Waits until granted; held until the transaction ends (pg_advisory_xact_lock). */
+export function xactLock(key: LockKey, mode: LockMode): Statement {
+  const { args, values } = keyArgs(key);
+  return { text: `SELECT pg_catalog.pg_advisory_xact_lock${suffix(mode)}(${args}) IS NULL AS ok`, values };
+}
+
+// Savepoint names are identifiers, never parameters; pglock passes only its own constant.
+export function savepoint(name: string): Statement {
+  return { text: `SAVEPOINT ${name}`, values: [] };
+}
+export function releaseSavepoint(name: string): Statement {
+  return { text: `RELEASE SAVEPOINT ${name}`, values: [] };
+}
+export function rollbackToSavepoint(name: string): Statement {
+  return { text: `ROLLBACK TO SAVEPOINT ${name}`, values: [] };
+}

@@ -51,3 +51,14 @@ export function checkInteger(value: unknown, where: string, name: string, min: n
   }
   return value;
 }
+
+/** A table name pglock puts into SQL (identifiers cannot be parameters): `name` or `schema.name`, lower case. */
+export function checkTableName(value: unknown, where: string, name: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || !/^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$/.test(value)) {
+    throw new InvalidArgumentError(
+      `${where}: options.${name} must be a lower-case SQL name, optionally schema-qualified (like pglock_fencing), got ${describe(value)}`,
+    );
+  }
+  return value;
+}

@@ -321,7 +321,9 @@ describe("Lock: abort and failure", () => {
       expect(error).toBeInstanceOf(LockTimeoutError);
       expect((error as LockTimeoutError).timeoutMs).toBeUndefined();
       expect(await lock.unlock()).toBe(false);
-      expect((await locksOnKey(pool, key)).map((row) => row.pid)).not.toContain((client as unknown as { processID: number }).processID);
+      expect((await locksOnKey(pool, key)).map((row) => row.pid)).not.toContain(
+        (client as unknown as { processID: number }).processID,
+      );
       await lock.close();
     } finally {
       await client.end();

@@ -9,6 +9,8 @@ export interface LockHandle extends AsyncDisposable {
    * the work the lock protects. It is not aborted by a normal release.
    */
   readonly signal: AbortSignal;
+  /** With `acquire(key, { fencing: true })`: strictly increasing per key across every holder ever. */
+  readonly fencingToken: bigint | undefined;
   /** Releases the lock. Idempotent; rejects with `LockNotHeldError` if PostgreSQL says it was not held. */
   release(): Promise<void>;
 }

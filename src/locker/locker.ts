@@ -7,12 +7,25 @@ import { setMaxListeners } from "node:events";
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
 import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
+import { LeaderElection } from "../patterns/leader.js";
+import { Semaphore } from "../patterns/semaphore.js";
+import type { Driver } from "../session/driver.js";
 import { isPgPool, pgDriver } from "../session/pg.js";
+import { Session } from "../session/session.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
-import type { LockMode } from "../sql.js";
+import type { LockMode, Statement } from "../sql.js";
 import * as sql from "../sql.js";
-import { checkBoolean, checkInteger, checkMs, checkSignal, checkString, optionsObject } from "../validate.js";
+import {
+  checkBoolean,
+  checkInteger,
+  checkMs,
+  checkSignal,
+  checkString,
+  checkTableName,
+  optionsObject,
+} from "../validate.js";
 import { publishAcquired, publishLost, publishReleased } from "./events.js";
+import { FencingTokens } from "./fencing.js";
 import type { LockHandle } from "./handle.js";
 import { SessionPool, type Slot } from "./sessions.js";
 
@@ -27,11 +40,18 @@ export interface LockerOptions {
   probeTimeoutMs?: number;
   /** A session that holds nothing goes back to the pool after this many ms (default 1000). */
   idleMs?: number;
+  /** The table that keeps fencing tokens, created on first use (default `pglock_fencing`). */
+  fencingTable?: string;
 }
 
 export interface AcquireOptions {
   /** Take the lock shared: shared holders coexist; an exclusive holder excludes everyone. */
   shared?: boolean;
+  /**
+   * Give the handle a `fencingToken`: a bigint that strictly increases per key across every holder
+   * ever (exclusive locks only). Kept in the table named by the Locker's `fencingTable`.
+   */
+  fencing?: boolean;
   /** Give up after this many ms with a `LockTimeoutError`; the server-side wait is cancelled. */
   timeout?: number;
   /** Aborting it gives up with `signal.reason`; the server-side wait is cancelled. */
@@ -86,6 +106,11 @@ export function createLocker(pool: unknown, options: LockerOptions = {}): Locker
 
 export class Locker {
   readonly #sessions: SessionPool;
+  readonly #driver: Driver;
+  readonly #fencing: FencingTokens;
+  readonly #applicationName: string;
+  /** Sessions outside the pool of shared sessions (LISTEN); close() gives them back too. */
+  readonly #dedicated = new Set<Session>();
   readonly #keys = new Map<string, KeyState>();
   readonly #slotKeys = new Map<Slot, Set<KeyState>>();
   readonly #closing = closingController();
@@ -103,7 +128,12 @@ export class Locker {
     const probeTimeoutMs = checkMs(options.probeTimeoutMs, "createLocker", "probeTimeoutMs") ?? 5_000;
     const idleMs = checkMs(options.idleMs, "createLocker", "idleMs") ?? 1_000;
     const applicationName = checkString(options.applicationName, "createLocker", "applicationName") ?? "pglock";
-    this.#sessions = new SessionPool(pgDriver(pool, "createLocker"), {
+    this.#fencing = new FencingTokens(
+      checkTableName(options.fencingTable, "createLocker", "fencingTable") ?? "pglock_fencing",
+    );
+    this.#driver = pgDriver(pool, "createLocker");
+    this.#applicationName = applicationName;
+    this.#sessions = new SessionPool(this.#driver, {
       maxSessions,
       idleMs,
       keepaliveMs,
@@ -117,6 +147,12 @@ export class Locker {
   acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LockHandle> {
     return this.#track(async () => {
       const { normalized, mode, signal, timeout } = this.#arguments("acquire", key, options);
+      const fencing = checkBoolean(options.fencing, "acquire", "fencing") ?? false;
+      if (fencing && mode === "shared") {
+        throw new InvalidArgumentError(
+          "acquire: options.fencing needs an exclusive lock: a token orders single holders",
+        );
+      }
       const timer =
         timeout === undefined
           ? undefined
@@ -126,6 +162,7 @@ export class Locker {
         // timeout 0 means: only if it is free now.
         const holder = await this.#request(normalized, mode, timeout !== 0, linked.signal);
         if (!holder) throw new LockTimeoutError(normalized.toString(), 0);
+        if (fencing) await this.#issueToken(holder);
         return holder;
       } finally {
         linked.dispose();
@@ -160,21 +197,60 @@ export class Locker {
     if (typeof fn !== "function")
       throw new InvalidArgumentError(`withLock: fn must be a function, got ${describe(fn)}`);
     const handle = await this.acquire(key, options);
-    let outcome: { ok: true; value: T } | { ok: false; error: unknown };
-    try {
-      outcome = { ok: true, value: await fn(handle.signal) };
-    } catch (error) {
-      outcome = { ok: false, error };
+    return runHolding(handle, fn);
+  }
+
+  /**
+   * Runs `fn` only if the lock is free now: the scheduled-job and run-once patterns.
+   * Resolves `{ acquired: false }` without running `fn`, or `{ acquired: true, value }`.
+   * Loss while `fn` runs rejects with `LockLostError`, as in {@link withLock}.
+   */
+  async tryWithLock<T>(
+    key: LockKeyInput,
+    fn: (signal: AbortSignal) => Promise<T> | T,
+    options: TryAcquireOptions = {},
+  ): Promise<{ acquired: false } | { acquired: true; value: T }> {
+    if (typeof fn !== "function")
+      throw new InvalidArgumentError(`tryWithLock: fn must be a function, got ${describe(fn)}`);
+    const handle = await this.tryAcquire(key, options);
+    if (!handle) return { acquired: false };
+    return { acquired: true, value: await runHolding(handle, fn) };
+  }
+
+  /**
+   * Takes every key or none, within one `timeout`. Keys are taken in one canonical order (int64
+   * keys ascending, then pairs), so two callers with overlapping sets cannot deadlock each other.
+   * The group's `signal` aborts if any of its locks is lost.
+   */
+  async acquireAll(keys: readonly LockKeyInput[], options: AcquireOptions = {}): Promise<LockGroup> {
+    if (!Array.isArray(keys))
+      throw new InvalidArgumentError(`acquireAll: keys must be an array, got ${describe(keys)}`);
+    optionsObject(options, "acquireAll");
+    const normalized = keys.map((key) => lockKey(key)).sort(compareKeys);
+    for (let i = 1; i < normalized.length; i++) {
+      if ((normalized[i] as LockKey).identity === (normalized[i - 1] as LockKey).identity) {
+        throw new InvalidArgumentError(`acquireAll: key ${normalized[i]} appears twice: it would wait for itself`);
+      }
     }
-    const lost = handle.signal.aborted;
+    const timeout = checkMs(options.timeout, "acquireAll", "timeout");
+    const deadline =
+      timeout === undefined
+        ? undefined
+        : timeoutSignal(timeout, () => new LockTimeoutError(normalized.join(", "), timeout));
+    const linked = linkSignals(checkSignal(options.signal, "acquireAll"), deadline?.signal);
+    const handles: LockHandle[] = [];
     try {
-      await handle.release();
+      for (const key of normalized) {
+        handles.push(await this.acquire(key, { shared: options.shared ?? false, signal: linked.signal }));
+      }
+      return new LockGroup(handles);
     } catch (error) {
-      if (outcome.ok && !lost) throw error;
+      await Promise.allSettled(handles.map((handle) => handle.release()));
+      throw error;
+    } finally {
+      linked.dispose();
+      deadline?.dispose();
     }
-    if (lost) throw handle.signal.reason;
-    if (!outcome.ok) throw outcome.error;
-    return outcome.value;
   }
 
   stats(): LockerStats {
@@ -198,6 +274,7 @@ export class Locker {
     await Promise.allSettled(this.#pending);
     const lost = new LockLostError("the Locker was closed while the lock was held");
     for (const state of this.#keys.values()) this.#loseHolders(state, lost);
+    await Promise.all([...this.#dedicated].map((session) => session.release()));
     await this.#sessions.close(async (slot) => {
       if (slot.session.isLost) return;
       const outcome = await slot.session.run(sql.unlockAll());
@@ -205,6 +282,70 @@ export class Locker {
         await slot.session.discard(new ConnectionError("could not release locks on close", { cause: outcome }));
       }
     });
+  }
+
+  /**
+   * A semaphore of `permits` slots named `name`, shared by every process that uses the same name.
+   * @example
+   * const uploads = locker.semaphore("uploads", 3);
+   * await using slot = await uploads.acquire({ timeout: 10_000 });
+   */
+  semaphore(name: string, permits: number): Semaphore {
+    return new Semaphore(this, name, permits);
+  }
+
+  /**
+   * A leader election on `name`: `run(duties, { signal })` leads when elected, campaigns again on loss.
+   * @example
+   * const election = locker.leaderElection("billing-scheduler");
+   * election.on("elected", () => log("leading"));
+   * await election.run(async (signal) => { while (!signal.aborted) await tick(signal); }, { signal: shutdown });
+   */
+  leaderElection(name: LockKeyInput): LeaderElection {
+    return new LeaderElection(this, name);
+  }
+
+  /** @internal a session of its own, outside the multiplexing rules (a LISTEN connection). */
+  async openDedicatedSession(): Promise<Session> {
+    if (this.#closing.signal.aborted) throw new ClosedError("the Locker");
+    const session = await Session.open(this.#driver, { applicationName: this.#applicationName });
+    this.#dedicated.add(session);
+    session.lostSignal.addEventListener("abort", () => this.#dedicated.delete(session), { once: true });
+    if (this.#closing.signal.aborted) {
+      await session.release();
+      throw new ClosedError("the Locker");
+    }
+    return session;
+  }
+
+  /** @internal gives back a session from openDedicatedSession(). */
+  async releaseDedicatedSession(session: Session): Promise<void> {
+    this.#dedicated.delete(session);
+    await session.release();
+  }
+
+  /** @internal runs one short statement on a Locker session (a NOTIFY). */
+  async runShort(statement: Statement): Promise<void> {
+    const slot = await this.#sessions.forShortStatement(this.#closing.signal);
+    try {
+      await slot.session.query(statement);
+    } finally {
+      this.#sessions.done(slot);
+    }
+  }
+
+  async #issueToken(holder: Holder) {
+    try {
+      const slot = await this.#sessions.forShortStatement(this.#closing.signal);
+      try {
+        holder.fencingToken = await this.#fencing.next(slot.session, holder.key);
+      } finally {
+        this.#sessions.done(slot);
+      }
+    } catch (error) {
+      await holder.release().catch(() => {});
+      throw error;
+    }
   }
 
   #arguments(where: string, key: LockKeyInput, options: AcquireOptions) {
@@ -429,6 +570,7 @@ export class Locker {
 class Holder implements LockHandle {
   readonly key: LockKey;
   readonly shared: boolean;
+  fencingToken: bigint | undefined;
   readonly grantedAt = performance.now();
   readonly #locker: Locker;
   readonly #state: KeyState;
@@ -485,4 +627,67 @@ function closingController(): AbortController {
   const controller = new AbortController();
   setMaxListeners(0, controller.signal);
   return controller;
+}
+
+/** Runs `fn` holding `handle`, releases in every path, and reports a loss that happened before `fn` settled. */
+async function runHolding<T>(handle: LockHandle, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
+  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+  try {
+    outcome = { ok: true, value: await fn(handle.signal) };
+  } catch (error) {
+    outcome = { ok: false, error };
+  }
+  const lost = handle.signal.aborted;
+  try {
+    await handle.release();
+  } catch (error) {
+    if (outcome.ok && !lost) throw error;
+  }
+  if (lost) throw handle.signal.reason;
+  if (!outcome.ok) throw outcome.error;
+  return outcome.value;
+}
+
+/** int64 keys ascending, then pairs ascending: one total order every caller agrees on. */
+function compareKeys(a: LockKey, b: LockKey): number {
+  if (a.pair && b.pair) return a.pair[0] - b.pair[0] || a.pair[1] - b.pair[1];
+  if (a.pair) return 1;
+  if (b.pair) return -1;
+  return a.id === b.id ? 0 : (a.id as bigint) < (b.id as bigint) ? -1 : 1;
+}
+
+/** Several locks taken together by {@link Locker.acquireAll}; released together. */
+export class LockGroup implements AsyncDisposable {
+  readonly handles: readonly LockHandle[];
+  readonly #lost = new AbortController();
+  #released: Promise<void> | undefined;
+
+  constructor(handles: LockHandle[]) {
+    this.handles = handles;
+    const linked = linkSignals(...handles.map((handle) => handle.signal));
+    linked.signal.addEventListener("abort", () => this.#lost.abort(linked.signal.reason), { once: true });
+  }
+
+  get keys(): LockKey[] {
+    return this.handles.map((handle) => handle.key);
+  }
+
+  /** Aborted with a `LockLostError` when any of the locks is lost. */
+  get signal(): AbortSignal {
+    return this.#lost.signal;
+  }
+
+  /** Releases every lock (in reverse order). Idempotent. */
+  release(): Promise<void> {
+    this.#released ??= (async () => {
+      const results = await Promise.allSettled([...this.handles].reverse().map((handle) => handle.release()));
+      const failed = results.find((result) => result.status === "rejected");
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    })();
+    return this.#released;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
 }

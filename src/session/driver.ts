@@ -15,6 +15,8 @@ export interface DriverConnection {
   cancel(): Promise<void>;
   /** Registers the listener called once if the connection ends or fails on its own. */
   onEnd(listener: (cause: Error) => void): void;
+  /** Registers the listener for NOTIFY messages on channels this session LISTENs to. */
+  onNotification(listener: (channel: string, payload: string) => void): void;
   /** Turns TCP keepalive on, where the driver exposes its socket. */
   setKeepAlive?(initialDelayMs: number): void;
   /** Gives the connection back healthy: to the pool it came from, or to the caller who owns it. */

@@ -11,8 +11,8 @@ import type { Driver, DriverConnection } from "./driver.js";
 /** The part of a `pg.Client` pglock uses. */
 export interface PgClient {
   query(text: string, values: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
-  on(event: "error" | "end", listener: (...args: unknown[]) => void): unknown;
-  removeListener(event: "error" | "end", listener: (...args: unknown[]) => void): unknown;
+  on(event: "error" | "end" | "notification", listener: (...args: unknown[]) => void): unknown;
+  removeListener(event: "error" | "end" | "notification", listener: (...args: unknown[]) => void): unknown;
   readonly processID?: number | null;
   readonly secretKey?: number | null;
   readonly host?: string;
@@ -94,6 +94,7 @@ class PgConnection implements DriverConnection {
   readonly #onRelease: () => void;
   readonly #onDestroy: (cause: Error) => void;
   #endListener: ((cause: Error) => void) | undefined;
+  #notificationListener: ((message: unknown) => void) | undefined;
   #ended = false;
   #detached = false;
 
@@ -120,6 +121,14 @@ class PgConnection implements DriverConnection {
 
   onEnd(listener: (cause: Error) => void) {
     this.#endListener = listener;
+  }
+
+  onNotification(listener: (channel: string, payload: string) => void) {
+    this.#notificationListener = (message: unknown) => {
+      const { channel, payload } = message as { channel: string; payload?: string };
+      listener(channel, payload ?? "");
+    };
+    this.#client.on("notification", this.#notificationListener);
   }
 
   setKeepAlive(initialDelayMs: number) {
@@ -168,6 +177,7 @@ class PgConnection implements DriverConnection {
   #detach() {
     this.#detached = true;
     this.#client.removeListener("end", this.#onEndEvent);
+    if (this.#notificationListener) this.#client.removeListener("notification", this.#notificationListener);
     // The 'error' listener stays until the client is gone: a late socket error must never crash the process.
   }
 

@@ -100,6 +100,11 @@ export class Session {
     return this.#lost.signal.aborted;
   }
 
+  /** NOTIFY messages on channels this session LISTENs to. */
+  onNotification(listener: (channel: string, payload: string) => void): void {
+    this.#connection.onNotification(listener);
+  }
+
   /** Statements queued or running. */
   get pending(): number {
     return this.#queue.length + (this.#running ? 1 : 0);

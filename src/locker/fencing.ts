@@ -1,0 +1,55 @@
+/**
+ * Fencing tokens: a number per key that strictly increases with every grant, so a resource can
+ * refuse a write from a holder whose lock was lost meanwhile (a paused process, a cut connection).
+ * The counter is a row per key, incremented by the holder while it holds the exclusive lock, so the
+ * order of tokens is the order of grants. The table:
+ *
+ *   CREATE TABLE IF NOT EXISTS pglock_fencing (
+ *     lock_key text PRIMARY KEY,          -- "123" for an int64 key, "1,2" for a pair
+ *     token bigint NOT NULL
+ *   );
+ */
+
+import type { LockKey } from "../key.js";
+import { sqlState } from "../session/driver.js";
+import type { Session } from "../session/session.js";
+import { checkTableName } from "../validate.js";
+
+/** The SQL that creates the fencing table, for those who create it by migration. */
+export function fencingTableSql(table = "pglock_fencing"): string {
+  checkTableName(table, "fencingTableSql", "table");
+  return `CREATE TABLE IF NOT EXISTS ${table} (lock_key text PRIMARY KEY, token bigint NOT NULL)`;
+}
+
+export class FencingTokens {
+  readonly #table: string;
+  #created: Promise<void> | undefined;
+
+  constructor(table: string) {
+    this.#table = table;
+  }
+
+  async next(session: Session, key: LockKey): Promise<bigint> {
+    this.#created ??= this.#create(session).catch((error) => {
+      this.#created = undefined;
+      throw error;
+    });
+    await this.#created;
+    const rows = await session.query({
+      text:
+        `INSERT INTO ${this.#table} AS f (lock_key, token) VALUES ($1, 1) ` +
+        "ON CONFLICT (lock_key) DO UPDATE SET token = f.token + 1 RETURNING token::text AS token",
+      values: [key.identity],
+    });
+    return BigInt(rows[0]?.token as string);
+  }
+
+  async #create(session: Session) {
+    try {
+      await session.query({ text: fencingTableSql(this.#table), values: [] });
+    } catch (error) {
+      // Two processes creating it at once: one loses on the catalog's unique index; the table exists.
+      if (sqlState(error) !== "23505" && sqlState(error) !== "42P07") throw error;
+    }
+  }
+}

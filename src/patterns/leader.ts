@@ -1,0 +1,92 @@
+/**
+ * Leader election: the holder of one lock leads. Followers wait on the server, so when the leader
+ * releases or its session ends (its process killed, its connection cut), a follower is granted the
+ * lock at once.
+ */
+import { EventEmitter } from "node:events";
+import { ConnectionError, InvalidArgumentError } from "../errors.js";
+import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
+import type { Locker } from "../locker/locker.js";
+import { linkSignals } from "../signals.js";
+import { checkSignal, optionsObject } from "../validate.js";
+
+export interface LeaderElectionEvents {
+  /** This process became the leader. */
+  elected: [];
+  /** This process stopped leading; `reason` is the `LockLostError` when leadership was lost. */
+  demoted: [reason: unknown];
+}
+
+/** Retry delay after a campaign failed on a broken connection (the database restarting, say). */
+const RETRY_MS = 500;
+
+export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
+  readonly key: LockKey;
+  readonly #locker: Locker;
+  #leader = false;
+  #running = false;
+
+  /** @internal use `locker.leaderElection(name)` */
+  constructor(locker: Locker, name: LockKeyInput) {
+    super();
+    this.#locker = locker;
+    this.key = lockKey(name);
+  }
+
+  /** Whether this process leads now. */
+  get isLeader(): boolean {
+    return this.#leader;
+  }
+
+  /**
+   * Campaigns, runs `duties(signal)` while leader (the signal aborts when leadership is lost or
+   * `options.signal` aborts), and campaigns again after a loss, until `options.signal` aborts or the
+   * duties return. Resolves when it stops; rejects if the duties throw while still leader.
+   */
+  async run(
+    duties: (signal: AbortSignal) => Promise<void> | void,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<void> {
+    if (typeof duties !== "function") {
+      throw new InvalidArgumentError(`leaderElection.run: duties must be a function, got ${describe(duties)}`);
+    }
+    optionsObject(options, "leaderElection.run");
+    const outer = checkSignal(options.signal, "leaderElection.run");
+    if (this.#running) throw new InvalidArgumentError("leaderElection.run: this election is already running");
+    this.#running = true;
+    try {
+      while (!outer?.aborted) {
+        let handle: Awaited<ReturnType<Locker["acquire"]>>;
+        try {
+          handle = await this.#locker.acquire(this.key, outer ? { signal: outer } : {});
+        } catch (error) {
+          if (outer?.aborted) return;
+          if (error instanceof ConnectionError) {
+            await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+            continue;
+          }
+          throw error;
+        }
+        this.#leader = true;
+        this.emit("elected");
+        const term = linkSignals(handle.signal, outer);
+        let failure: { error: unknown } | undefined;
+        try {
+          await duties(term.signal);
+        } catch (error) {
+          if (!handle.signal.aborted) failure = { error };
+        } finally {
+          term.dispose();
+        }
+        const lost = handle.signal.aborted;
+        await handle.release().catch(() => {});
+        this.#leader = false;
+        this.emit("demoted", lost ? handle.signal.reason : undefined);
+        if (failure) throw failure.error;
+        if (!lost) return;
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+}

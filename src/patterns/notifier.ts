@@ -1,0 +1,83 @@
+/**
+ * Wake-ups over LISTEN/NOTIFY: one LISTEN session per Locker, open only while someone waits.
+ * A NOTIFY is a hint, never a guarantee (a holder that dies sends none), so waiters also poll,
+ * slowly. https://www.postgresql.org/docs/current/sql-notify.html
+ */
+import type { Locker } from "../locker/locker.js";
+import type { Session } from "../session/session.js";
+
+export const NOTIFY_CHANNEL = "pglock_wakeup";
+
+const notifiers = new WeakMap<Locker, Notifier>();
+
+export function notifierOf(locker: Locker): Notifier {
+  let notifier = notifiers.get(locker);
+  if (!notifier) {
+    notifier = new Notifier(locker);
+    notifiers.set(locker, notifier);
+  }
+  return notifier;
+}
+
+export class Notifier {
+  readonly #locker: Locker;
+  readonly #listeners = new Map<string, Set<() => void>>();
+  #session: Promise<Session> | undefined;
+
+  constructor(locker: Locker) {
+    this.#locker = locker;
+  }
+
+  /** Calls `wake` on every NOTIFY for `topic` until the returned function is called. Resolves once LISTEN is active. */
+  async subscribe(topic: string, wake: () => void): Promise<() => void> {
+    const listeners = this.#listeners.get(topic) ?? new Set();
+    this.#listeners.set(topic, listeners);
+    listeners.add(wake);
+    const unsubscribe = () => {
+      listeners.delete(wake);
+      if (listeners.size === 0) this.#listeners.delete(topic);
+      if (this.#listeners.size === 0) this.#close();
+    };
+    try {
+      await this.#listen();
+    } catch {
+      // Without LISTEN the waiter still polls; a wake-up is an optimisation, never a requirement.
+    }
+    return unsubscribe;
+  }
+
+  /** Sends a wake-up for `topic` to every Locker that listens, in any process. */
+  notify(topic: string): Promise<void> {
+    return this.#locker.runShort({ text: "SELECT pg_catalog.pg_notify($1, $2)", values: [NOTIFY_CHANNEL, topic] });
+  }
+
+  #listen(): Promise<Session> {
+    this.#session ??= (async () => {
+      const session = await this.#locker.openDedicatedSession();
+      session.onNotification((_channel, topic) => {
+        for (const wake of this.#listeners.get(topic) ?? []) wake();
+      });
+      session.lostSignal.addEventListener("abort", () => {
+        this.#session = undefined;
+      });
+      await session.query({ text: `LISTEN ${NOTIFY_CHANNEL}`, values: [] });
+      return session;
+    })().catch((error) => {
+      this.#session = undefined;
+      throw error;
+    });
+    return this.#session;
+  }
+
+  #close() {
+    const opening = this.#session;
+    this.#session = undefined;
+    void opening?.then(
+      async (session) => {
+        await session.run({ text: `UNLISTEN ${NOTIFY_CHANNEL}`, values: [] });
+        await this.#locker.releaseDedicatedSession(session);
+      },
+      () => {},
+    );
+  }
+}
