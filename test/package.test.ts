@@ -29,6 +29,9 @@ describe("package", () => {
       expect(readFileSync(condition.default, "utf8").length).toBeGreaterThan(0);
     }
     expect(manifest.peerDependenciesMeta.pg.optional).toBe(true);
+    const bin = await run(process.execPath, [manifest.bin.pglock, "key", "cleanup-task"]);
+    expect(bin.stdout.split("\n")[0]).toBe("-7671976228194938313");
+    expect(readFileSync(manifest.bin.pglock, "utf8")).toMatch(/^#!\/usr\/bin\/env node/);
     expect(manifest.dependencies?.pg).toBeUndefined();
   });
 });

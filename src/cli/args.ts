@@ -1,0 +1,61 @@
+/** Command-line parsing for `pglock`: flags before `--`, the command after it. */
+import { type ParseArgsConfig, parseArgs } from "node:util";
+
+type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig["options"]>;
+
+import { type LockKey, lockKey } from "../key.js";
+
+/** A usage error: printed with the usage to stderr, exit code 2. */
+export class UsageError extends Error {}
+
+export type KeyFormat = "name" | "id" | "pair";
+
+/** `<key>` as the user wrote it: a name (hashed), an integer with --id, or `a,b` with --pair. */
+export function parseKey(text: string, format: KeyFormat): LockKey {
+  try {
+    if (format === "id") {
+      if (!/^-?\d+$/.test(text)) throw new UsageError(`--id needs an integer key, got ${JSON.stringify(text)}`);
+      return lockKey(BigInt(text));
+    }
+    if (format === "pair") {
+      const match = /^(-?\d+),(-?\d+)$/.exec(text);
+      if (!match) throw new UsageError(`--pair needs a key like 12,34, got ${JSON.stringify(text)}`);
+      return lockKey([Number(match[1]), Number(match[2])]);
+    }
+    return lockKey(text);
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    throw new UsageError((error as Error).message);
+  }
+}
+
+/** `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds (as flock -w). */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
+  if (!match) throw new UsageError(`--timeout needs a duration like 500ms, 10s or 2m, got ${JSON.stringify(text)}`);
+  const factor = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[(match[2] ?? "s") as "ms" | "s" | "m" | "h"];
+  const ms = Math.round(Number(match[1]) * factor);
+  if (ms > 2 ** 31 - 1) throw new UsageError(`--timeout ${text} is longer than 24 days`);
+  return ms;
+}
+
+export function parseExitCode(text: string, flag: string): number {
+  if (!/^\d+$/.test(text) || Number(text) > 255) {
+    throw new UsageError(`${flag} needs an exit code from 0 to 255, got ${JSON.stringify(text)}`);
+  }
+  return Number(text);
+}
+
+/** parseArgs with usage errors instead of TypeErrors. */
+export function parseFlags<const T extends ParseArgsOptionsConfig>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true as const });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+export function keyFormat(values: { id?: unknown; pair?: unknown }): KeyFormat {
+  if (values.id && values.pair) throw new UsageError("--id and --pair cannot be used together");
+  return values.id ? "id" : values.pair ? "pair" : "name";
+}

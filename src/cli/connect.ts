@@ -1,0 +1,46 @@
+/**
+ * The connection for the CLI: --database, else DATABASE_URL, else libpq's PG* variables (which pg
+ * reads itself). The URL never reaches output: errors are reduced to their message, and pg's
+ * messages do not contain the password.
+ */
+import { createRequire } from "node:module";
+
+export interface PgModule {
+  Pool: new (
+    config: Record<string, unknown>,
+  ) => {
+    on(event: "error", listener: (error: Error) => void): unknown;
+    end(): Promise<void>;
+    query(text: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
+  };
+}
+
+export function loadPg(): PgModule {
+  try {
+    const require = createRequire(import.meta.url);
+    return require("pg") as PgModule;
+  } catch {
+    throw new Error("pglock needs the pg package: npm install pg");
+  }
+}
+
+export function makePool(database: string | undefined, max = 3) {
+  const pg = loadPg();
+  const url = database ?? process.env.DATABASE_URL;
+  const pool = new pg.Pool({ ...(url ? { connectionString: url } : {}), max, application_name: "pglock" });
+  pool.on("error", () => {}); // an idle connection that dies is the Locker's concern, not a crash
+  return pool;
+}
+
+/** One line for a failure to reach the database, with no stack and no password. */
+export function describeFailure(error: unknown): string {
+  const cause = (error as { cause?: unknown })?.cause;
+  const message = error instanceof Error ? error.message : String(error);
+  const detail = cause instanceof Error && !message.includes(cause.message) ? `: ${cause.message}` : "";
+  return redact(`${message}${detail}`);
+}
+
+/** Removes anything that looks like the password part of a URL, should a message ever carry one. */
+export function redact(text: string): string {
+  return text.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)[^@\s]*@/g, "$1***@");
+}

