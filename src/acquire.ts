@@ -73,7 +73,7 @@ export async function waitForLock(session: Session, key: LockKey, mode: LockMode
  * is in flight, a grant is released and the call rejects with `signal.reason`.
  */
 export async function tryLock(session: Session, key: LockKey, mode: LockMode, signal?: AbortSignal) {
-  const outcome = await session.run(sql.tryLock(key, mode), { signal });
+  const outcome = await session.run(sql.tryLock(key, mode), { signal, batch: { op: "try", key, mode } });
   if (outcome.status === "skipped") throw outcome.reason;
   if (outcome.status === "failed") throw lockError(outcome.error, key);
   const granted = outcome.rows[0]?.ok === true;
@@ -94,7 +94,8 @@ export async function releaseLevel(
   mode: LockMode,
   options: { first?: boolean; signal?: AbortSignal } = {},
 ) {
-  const outcome = await session.run(sql.unlock(key, mode), options);
+  const batch = options.first ? undefined : ({ op: "unlock", key, mode } as const);
+  const outcome = await session.run(sql.unlock(key, mode), { ...options, batch });
   if (outcome.status === "skipped") throw outcome.reason;
   if (outcome.status === "failed") {
     // A failed release on a session that is still alive leaves doubt: end the session, which releases it.

@@ -121,3 +121,46 @@ export function releaseSavepoint(name: string): Statement {
 export function rollbackToSavepoint(name: string): Statement {
   return { text: `ROLLBACK TO SAVEPOINT ${name}`, values: [] };
 }
+
+/** A try-lock or a release that can travel with others in one statement. */
+export interface BatchOp {
+  readonly op: "try" | "unlock";
+  readonly key: LockKey;
+  readonly mode: LockMode;
+}
+
+const BATCH_CODES = { try: { exclusive: 1, shared: 2 }, unlock: { exclusive: 3, shared: 4 } } as const;
+
+/**
+ * Many try-locks and releases in one round trip, as a database groups commits: one row `{ ok }`
+ * per op, in order. Each row runs exactly the function its op names (CASE evaluates one branch).
+ */
+export function batch(ops: readonly BatchOp[]): Statement {
+  const codes: number[] = [];
+  const ids: (string | null)[] = [];
+  const as: (number | null)[] = [];
+  const bs: (number | null)[] = [];
+  for (const { op, key, mode } of ops) {
+    codes.push(BATCH_CODES[op][mode] + (key.pair ? 4 : 0));
+    ids.push(key.pair ? null : String(key.id));
+    as.push(key.pair ? key.pair[0] : null);
+    bs.push(key.pair ? key.pair[1] : null);
+  }
+  return {
+    text:
+      "SELECT CASE t.code " +
+      "WHEN 1 THEN pg_catalog.pg_try_advisory_lock(t.id) " +
+      "WHEN 2 THEN pg_catalog.pg_try_advisory_lock_shared(t.id) " +
+      "WHEN 3 THEN pg_catalog.pg_advisory_unlock(t.id) " +
+      "WHEN 4 THEN pg_catalog.pg_advisory_unlock_shared(t.id) " +
+      "WHEN 5 THEN pg_catalog.pg_try_advisory_lock(t.a, t.b) " +
+      "WHEN 6 THEN pg_catalog.pg_try_advisory_lock_shared(t.a, t.b) " +
+      "WHEN 7 THEN pg_catalog.pg_advisory_unlock(t.a, t.b) " +
+      "WHEN 8 THEN pg_catalog.pg_advisory_unlock_shared(t.a, t.b) END AS ok " +
+      // Multi-argument unnest exists only unqualified; ROWS FROM is its schema-qualified spelling.
+      "FROM ROWS FROM (pg_catalog.unnest($1::int4[]), pg_catalog.unnest($2::int8[]), pg_catalog.unnest($3::int4[]), " +
+      "pg_catalog.unnest($4::int4[])) WITH ORDINALITY AS t(code, id, a, b, i) " +
+      "ORDER BY t.i",
+    values: [codes, ids, as, bs],
+  };
+}

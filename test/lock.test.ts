@@ -168,6 +168,38 @@ describe("Lock: the seed's API", () => {
   });
 });
 
+describe("Lock: statements that travel together", () => {
+  it("concurrent calls on one Lock share round trips, and each gets its own answer", async () => {
+    const client = new pg.Client({ connectionString: databaseUrl() });
+    await client.connect();
+    const pool = makePool();
+    try {
+      const key = uniqueKey();
+      const lock = await newLock(client, key);
+      let statements = 0;
+      const query = client.query.bind(client);
+      // Counts round trips only; the database answers every statement.
+      client.query = ((text: string, values: unknown[]) => {
+        statements++;
+        return query(text, values);
+      }) as typeof client.query;
+      const taken = await Promise.all(Array.from({ length: 100 }, (_, i) => (i % 2 ? lock.lock() : lock.rLock())));
+      expect(taken.every(Boolean)).toBe(true);
+      expect(statements).toBeLessThan(100);
+      const rows = await locksOnKey(pool, key);
+      expect(rows.map((row) => row.mode).sort()).toEqual(["ExclusiveLock", "ShareLock"]);
+      const released = await Promise.all(
+        Array.from({ length: 102 }, (_, i) => (i % 2 ? lock.unlock() : lock.rUnlock())),
+      );
+      expect(released.filter(Boolean)).toHaveLength(100);
+      expect(await locksOnKey(pool, key)).toEqual([]);
+      await lock.close();
+    } finally {
+      await client.end();
+    }
+  });
+});
+
 describe("Lock: abort and failure", () => {
   it("an already-aborted signal rejects at once with its reason, without a query", async () => {
     const client = new pg.Client({ connectionString: databaseUrl() });

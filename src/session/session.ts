@@ -5,7 +5,7 @@
  * unhandled error.
  */
 import { ConnectionError, ReadOnlyServerError } from "../errors.js";
-import type { Statement } from "../sql.js";
+import type { BatchOp, Statement } from "../sql.js";
 import * as sql from "../sql.js";
 import { type Driver, type DriverConnection, endsSession } from "./driver.js";
 
@@ -24,7 +24,12 @@ export interface RunOptions {
   first?: boolean;
   /** A statement that may block on the server; the liveness probe leaves it alone. */
   waits?: boolean;
+  /** A try-lock or release that may share one round trip with others queued behind it. */
+  batch?: BatchOp;
 }
+
+/** Most ops one batched statement carries. */
+const MAX_BATCH = 256;
 
 export interface SessionOptions {
   /** Set as application_name while pglock uses a connection it took from a pool, restored after. */
@@ -170,6 +175,10 @@ export class Session {
       this.#pump();
       return;
     }
+    if (job.options.batch && this.#queue[0]?.options.batch) {
+      this.#runBatch(job);
+      return;
+    }
     this.#running = job;
     job.startedAt = performance.now();
     this.#connection.query(job.statement).then(
@@ -179,6 +188,42 @@ export class Session {
           void this.discard(new ConnectionError(describeEnd(error), { cause: error }));
         }
         this.#finish(job, { status: "failed", error: this.#lost.signal.aborted ? this.#lost.signal.reason : error });
+      },
+    );
+  }
+
+  /**
+   * Sends the head job and the batchable jobs right behind it as one statement. If that statement
+   * fails, each job runs again on its own, so one op's error never becomes another's.
+   */
+  #runBatch(head: Job) {
+    const jobs = [head];
+    while (jobs.length < MAX_BATCH && this.#queue[0]?.options.batch) jobs.push(this.#queue.shift() as Job);
+    const carrier: Job = {
+      statement: sql.batch(jobs.map((job) => job.options.batch as BatchOp)),
+      options: {},
+      resolve: () => {},
+      startedAt: performance.now(),
+    };
+    this.#running = carrier;
+    this.#connection.query(carrier.statement).then(
+      (rows) => {
+        this.#running = undefined;
+        jobs.forEach((job, i) => this.#settle(job, { status: "done", rows: [{ ok: rows[i]?.ok }] }));
+        this.#pump();
+      },
+      (error) => {
+        this.#running = undefined;
+        if (endsSession(error)) {
+          if (!this.#lost.signal.aborted) void this.discard(new ConnectionError(describeEnd(error), { cause: error }));
+          for (const job of jobs) this.#settle(job, { status: "failed", error: this.#lost.signal.reason });
+        } else {
+          for (const job of jobs.reverse()) {
+            job.options = { ...job.options, batch: undefined };
+            this.#queue.unshift(job);
+          }
+        }
+        this.#pump();
       },
     );
   }
