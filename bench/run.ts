@@ -63,8 +63,8 @@ async function advisoryLockPeer(): Promise<Peer> {
   const mutexes = new Map<string, ReturnType<ReturnType<typeof advisoryLock>>>();
   const create = advisoryLock(url as string);
   const mutex = (key: string) => {
-    let m = mutexes.get(key);
-    if (!m) mutexes.set(key, (m = create(key)));
+    const m = mutexes.get(key) ?? create(key);
+    mutexes.set(key, m);
     return m;
   };
   return {
@@ -407,19 +407,19 @@ function svg(bars: { label: string; value: number }[], title: string): string {
   const rows = bars
     .map((bar, i) => {
       const y = 40 + i * rowHeight;
-      return `<text x="${left - 8}" y="${y + 15}" text-anchor="end" font-size="12">${escape(bar.label)}</text>
+      return `<text x="${left - 8}" y="${y + 15}" text-anchor="end" font-size="12">${escapeXml(bar.label)}</text>
 <rect x="${left}" y="${y}" width="${scaleX(bar.value).toFixed(1)}" height="18" fill="${bar.value <= 1.2 ? "#2e7d32" : "#c62828"}"/>
 <text x="${left + scaleX(bar.value) + 6}" y="${y + 14}" font-size="12">${bar.value.toFixed(2)}×</text>`;
     })
     .join("\n");
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${60 + bars.length * rowHeight}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-<text x="10" y="22" font-size="15" font-weight="bold">${escape(title)}</text>
+<text x="10" y="22" font-size="15" font-weight="bold">${escapeXml(title)}</text>
 ${rows}
 </svg>
 `;
 }
-const escape = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/`/g, "");
+const escapeXml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/`/g, "");
 
 const started = new Date();
 const versionPool = new pg.Pool({ connectionString: url, max: 1 });
@@ -445,10 +445,10 @@ for (const peer of peers) if (!("skipped" in peer)) await peer.close();
 
 log("## Targets");
 log();
-const floor1 = (one[0]?.[1] as Summary).median;
-const lockerRow = one.find(([name]) => name.includes("`tryAcquire()`"))?.[1] as Summary;
-const floor2 = (two[0]?.[1] as Summary).median;
-const handRow = two.find(([name]) => name.includes("8 Lockers"))?.[1] as Summary;
+const floor1 = (one[0] as [string, Summary])[1].median;
+const lockerRow = (one.find(([name]) => name.includes("`tryAcquire()`")) as [string, Summary])[1];
+const floor2 = (two[0] as [string, Summary])[1].median;
+const handRow = (two.find(([name]) => name.includes("8 Lockers")) as [string, Summary])[1];
 const c64 = three.results.find((r) => r.callers === 64);
 const s5000 = four.find((r) => r.n === 5000);
 const verdict = (ok: boolean) => (ok ? "met" : "**missed**");

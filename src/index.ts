@@ -15,6 +15,7 @@ export {
 } from "./errors.js";
 export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";
 export { type CallOptions, Lock, type NewLockOptions, newLock } from "./lock.js";
+export { type AcquireAllOptions, LockGroup } from "./locker/compose.js";
 export { type AcquiredEvent, channels, type LostEvent, type ReleasedEvent } from "./locker/events.js";
 export { fencingTableSql } from "./locker/fencing.js";
 export type { LockHandle } from "./locker/handle.js";
@@ -24,7 +25,6 @@ export {
   Locker,
   type LockerOptions,
   type LockerStats,
-  LockGroup,
   type TryAcquireOptions,
 } from "./locker/locker.js";
 export { type AdvisoryLockInfo, type InspectOptions, inspectLocks } from "./patterns/inspect.js";

@@ -7,7 +7,7 @@ import { ClosedError, ConnectionError, LockNotHeldError } from "./errors.js";
 import { type LockKey, type LockKeyInput, lockKey } from "./key.js";
 import { pgDriver } from "./session/pg.js";
 import { Session } from "./session/session.js";
-import { linkSignals } from "./signals.js";
+import { linkSignals, sharedController } from "./signals.js";
 import type { LockMode } from "./sql.js";
 import { checkSignal, checkString, optionsObject } from "./validate.js";
 
@@ -70,7 +70,7 @@ export class Lock {
   /** The key this Lock takes. */
   readonly key: LockKey;
   readonly #session: Session;
-  readonly #closing = new AbortController();
+  readonly #closing = sharedController();
   readonly #levels: Record<LockMode, number> = { exclusive: 0, shared: 0 };
   readonly #releasing: Record<LockMode, number> = { exclusive: 0, shared: 0 };
   readonly #inFlight = new Set<Promise<unknown>>();

@@ -1,3 +1,5 @@
+import { setMaxListeners } from "node:events";
+
 /**
  * One AbortSignal that aborts when any of several does, with a dispose() that removes the listeners
  * it added. (AbortSignal.any keeps long-lived source signals referencing every derived signal on
@@ -9,8 +11,10 @@ export interface LinkedSignal {
 }
 
 export function linkSignals(...sources: (AbortSignal | undefined)[]): LinkedSignal {
-  const controller = new AbortController();
   const present = sources.filter((s): s is AbortSignal => s !== undefined);
+  // One source needs no new signal: EventTarget work is a measurable part of a lock's cost.
+  if (present.length === 1) return { signal: present[0] as AbortSignal, dispose() {} };
+  const controller = new AbortController();
   const already = present.find((s) => s.aborted);
   if (already) {
     controller.abort(already.reason);
@@ -35,4 +39,14 @@ export function timeoutSignal(ms: number, reason: () => unknown): LinkedSignal {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(reason()), ms);
   return { signal: controller.signal, dispose: () => clearTimeout(timer) };
+}
+
+/**
+ * An AbortController whose signal every pending call of a Lock or Locker listens to: thousands of
+ * listeners at once are expected there, not a leak, so Node's warning is turned off for it.
+ */
+export function sharedController(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
 }

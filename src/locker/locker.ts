@@ -3,7 +3,6 @@
  * processes would; contention inside the Locker is queued locally, so at most one request per key
  * is on the server. Loss of a session aborts the signal of every handle it carried.
  */
-import { setMaxListeners } from "node:events";
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
 import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
@@ -12,7 +11,7 @@ import { Semaphore } from "../patterns/semaphore.js";
 import type { Driver } from "../session/driver.js";
 import { isPgPool, pgDriver } from "../session/pg.js";
 import { Session } from "../session/session.js";
-import { linkSignals, timeoutSignal } from "../signals.js";
+import { linkSignals, sharedController, timeoutSignal } from "../signals.js";
 import type { LockMode, Statement } from "../sql.js";
 import * as sql from "../sql.js";
 import {
@@ -24,6 +23,7 @@ import {
   checkTableName,
   optionsObject,
 } from "../validate.js";
+import { acquireAll, checkFn, type LockGroup, runHolding } from "./compose.js";
 import { publishAcquired, publishLost, publishReleased } from "./events.js";
 import { FencingTokens } from "./fencing.js";
 import type { LockHandle } from "./handle.js";
@@ -113,7 +113,7 @@ export class Locker {
   readonly #dedicated = new Set<Session>();
   readonly #keys = new Map<string, KeyState>();
   readonly #slotKeys = new Map<Slot, Set<KeyState>>();
-  readonly #closing = closingController();
+  readonly #closing = sharedController();
   readonly #pending = new Set<Promise<unknown>>();
   #held = 0;
   #waiting = 0;
@@ -222,35 +222,8 @@ export class Locker {
    * keys ascending, then pairs), so two callers with overlapping sets cannot deadlock each other.
    * The group's `signal` aborts if any of its locks is lost.
    */
-  async acquireAll(keys: readonly LockKeyInput[], options: AcquireOptions = {}): Promise<LockGroup> {
-    if (!Array.isArray(keys))
-      throw new InvalidArgumentError(`acquireAll: keys must be an array, got ${describe(keys)}`);
-    optionsObject(options, "acquireAll");
-    const normalized = keys.map((key) => lockKey(key)).sort(compareKeys);
-    for (let i = 1; i < normalized.length; i++) {
-      if ((normalized[i] as LockKey).identity === (normalized[i - 1] as LockKey).identity) {
-        throw new InvalidArgumentError(`acquireAll: key ${normalized[i]} appears twice: it would wait for itself`);
-      }
-    }
-    const timeout = checkMs(options.timeout, "acquireAll", "timeout");
-    const deadline =
-      timeout === undefined
-        ? undefined
-        : timeoutSignal(timeout, () => new LockTimeoutError(normalized.join(", "), timeout));
-    const linked = linkSignals(checkSignal(options.signal, "acquireAll"), deadline?.signal);
-    const handles: LockHandle[] = [];
-    try {
-      for (const key of normalized) {
-        handles.push(await this.acquire(key, { shared: options.shared ?? false, signal: linked.signal }));
-      }
-      return new LockGroup(handles);
-    } catch (error) {
-      await Promise.allSettled(handles.map((handle) => handle.release()));
-      throw error;
-    } finally {
-      linked.dispose();
-      deadline?.dispose();
-    }
+  acquireAll(keys: readonly LockKeyInput[], options: AcquireOptions = {}): Promise<LockGroup> {
+    return acquireAll(keys, options, (key, opts) => this.acquire(key, opts));
   }
 
   stats(): LockerStats {
@@ -448,6 +421,20 @@ export class Locker {
    * already waits), it polls with try-locks, backing off to 250 ms.
    */
   async #takeOnServer(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<Slot | undefined> {
+    // When an idle session may wait, wait right away: a free key is granted at once, and a busy one
+    // is handed over by the server without the round trip of a try-lock first.
+    const idle = wait ? await this.#sessions.forWait({ open: false }) : undefined;
+    if (idle) {
+      try {
+        await waitForLock(idle.session, key, mode, { signal });
+        idle.held++;
+        if (!idle.session.isLost) return idle;
+      } catch (error) {
+        if (!retryable(idle, error, signal)) throw error;
+      } finally {
+        this.#sessions.done(idle);
+      }
+    }
     for (let delay = 5; ; delay = Math.min(delay * 2, 250)) {
       const slot = await this.#sessions.forShortStatement(signal);
       let granted: boolean;
@@ -620,74 +607,4 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     };
     signal.addEventListener("abort", onAbort, { once: true });
   });
-}
-
-/** Every pending call listens to the Locker's closing signal: thousands at once are expected, not a leak. */
-function closingController(): AbortController {
-  const controller = new AbortController();
-  setMaxListeners(0, controller.signal);
-  return controller;
-}
-
-/** Runs `fn` holding `handle`, releases in every path, and reports a loss that happened before `fn` settled. */
-async function runHolding<T>(handle: LockHandle, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
-  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
-  try {
-    outcome = { ok: true, value: await fn(handle.signal) };
-  } catch (error) {
-    outcome = { ok: false, error };
-  }
-  const lost = handle.signal.aborted;
-  try {
-    await handle.release();
-  } catch (error) {
-    if (outcome.ok && !lost) throw error;
-  }
-  if (lost) throw handle.signal.reason;
-  if (!outcome.ok) throw outcome.error;
-  return outcome.value;
-}
-
-/** int64 keys ascending, then pairs ascending: one total order every caller agrees on. */
-function compareKeys(a: LockKey, b: LockKey): number {
-  if (a.pair && b.pair) return a.pair[0] - b.pair[0] || a.pair[1] - b.pair[1];
-  if (a.pair) return 1;
-  if (b.pair) return -1;
-  return a.id === b.id ? 0 : (a.id as bigint) < (b.id as bigint) ? -1 : 1;
-}
-
-/** Several locks taken together by {@link Locker.acquireAll}; released together. */
-export class LockGroup implements AsyncDisposable {
-  readonly handles: readonly LockHandle[];
-  readonly #lost = new AbortController();
-  #released: Promise<void> | undefined;
-
-  constructor(handles: LockHandle[]) {
-    this.handles = handles;
-    const linked = linkSignals(...handles.map((handle) => handle.signal));
-    linked.signal.addEventListener("abort", () => this.#lost.abort(linked.signal.reason), { once: true });
-  }
-
-  get keys(): LockKey[] {
-    return this.handles.map((handle) => handle.key);
-  }
-
-  /** Aborted with a `LockLostError` when any of the locks is lost. */
-  get signal(): AbortSignal {
-    return this.#lost.signal;
-  }
-
-  /** Releases every lock (in reverse order). Idempotent. */
-  release(): Promise<void> {
-    this.#released ??= (async () => {
-      const results = await Promise.allSettled([...this.handles].reverse().map((handle) => handle.release()));
-      const failed = results.find((result) => result.status === "rejected");
-      if (failed) throw (failed as PromiseRejectedResult).reason;
-    })();
-    return this.#released;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.release();
-  }
 }

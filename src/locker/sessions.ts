@@ -79,7 +79,7 @@ export class SessionPool {
    * A session for a blocking wait: one that holds nothing and runs nothing, or a new one, as long as
    * a session stays free for short statements. Undefined when the rules allow none now.
    */
-  async forWait(): Promise<Slot | undefined> {
+  async forWait(options: { open?: boolean } = {}): Promise<Slot | undefined> {
     if (this.#closed) throw new ClosedError("the Locker");
     let waiting = 0;
     let empty: Slot | undefined;
@@ -91,7 +91,7 @@ export class SessionPool {
     const room = this.#options.maxSessions - size - this.#opening;
     // After the wait starts, some session must still serve short statements: one that exists, or room to open one.
     if (empty && (size - waiting - 1 > 0 || room > 0)) return this.#markWaiting(this.#use(empty));
-    if (room > 0 && (size - waiting > 0 || room - 1 > 0)) return this.#open(true);
+    if (options.open !== false && room > 0 && (size - waiting > 0 || room - 1 > 0)) return this.#open(true);
     return undefined;
   }
 

@@ -46,6 +46,7 @@ interface Job {
   resolve: (outcome: Outcome) => void;
   onAbort?: () => void;
   startedAt?: number;
+  settled?: boolean;
 }
 
 export class Session {
@@ -127,13 +128,16 @@ export class Session {
     }
     return new Promise<Outcome>((resolve) => {
       const job: Job = { statement, options, resolve };
-      if (signal) {
-        job.onAbort = () => this.#onAbort(job);
-        signal.addEventListener("abort", job.onAbort, { once: true });
-      }
       if (options.first) this.#queue.unshift(job);
       else this.#queue.push(job);
       this.#pump();
+      // Listen for the abort only where it changes something: a job still queued, or a wait to
+      // cancel. An uncontended statement starts at once and costs no EventTarget work.
+      const started = job.startedAt !== undefined;
+      if (signal && !job.settled && (!started || options.cancelOnAbort)) {
+        job.onAbort = () => this.#onAbort(job);
+        signal.addEventListener("abort", job.onAbort, { once: true });
+      }
     });
   }
 
@@ -162,6 +166,7 @@ export class Session {
   }
 
   #settle(job: Job, outcome: Outcome) {
+    job.settled = true;
     if (job.onAbort) job.options.signal?.removeEventListener("abort", job.onAbort);
     job.resolve(outcome);
   }
@@ -209,7 +214,7 @@ export class Session {
     this.#connection.query(carrier.statement).then(
       (rows) => {
         this.#running = undefined;
-        jobs.forEach((job, i) => this.#settle(job, { status: "done", rows: [{ ok: rows[i]?.ok }] }));
+        for (const [i, job] of jobs.entries()) this.#settle(job, { status: "done", rows: [{ ok: rows[i]?.ok }] });
         this.#pump();
       },
       (error) => {

@@ -1,0 +1,118 @@
+/**
+ * What every Locker builds from acquire/tryAcquire: scoped locks, run-once, all-or-nothing sets.
+ * Shared by the PostgreSQL Locker and the in-memory test double, so the two cannot drift apart.
+ */
+import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
+import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
+import { linkSignals, timeoutSignal } from "../signals.js";
+import { checkMs, checkSignal, optionsObject } from "../validate.js";
+import type { LockHandle } from "./handle.js";
+
+export interface AcquireAllOptions {
+  shared?: boolean;
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+export function checkFn(fn: unknown, where: string): void {
+  if (typeof fn !== "function") throw new InvalidArgumentError(`${where}: fn must be a function, got ${describe(fn)}`);
+}
+
+/**
+ * Takes every key or none, in one canonical order, within one timeout; `acquire` takes one key.
+ */
+export async function acquireAll(
+  keys: readonly LockKeyInput[],
+  options: AcquireAllOptions,
+  acquire: (key: LockKey, options: { shared: boolean; signal: AbortSignal }) => Promise<LockHandle>,
+): Promise<LockGroup> {
+  if (!Array.isArray(keys)) throw new InvalidArgumentError(`acquireAll: keys must be an array, got ${describe(keys)}`);
+  optionsObject(options, "acquireAll");
+  const normalized = keys.map((key) => lockKey(key)).sort(compareKeys);
+  for (let i = 1; i < normalized.length; i++) {
+    if ((normalized[i] as LockKey).identity === (normalized[i - 1] as LockKey).identity) {
+      throw new InvalidArgumentError(`acquireAll: key ${normalized[i]} appears twice: it would wait for itself`);
+    }
+  }
+  const timeout = checkMs(options.timeout, "acquireAll", "timeout");
+  const deadline =
+    timeout === undefined
+      ? undefined
+      : timeoutSignal(timeout, () => new LockTimeoutError(normalized.join(", "), timeout));
+  const linked = linkSignals(checkSignal(options.signal, "acquireAll"), deadline?.signal);
+  const handles: LockHandle[] = [];
+  try {
+    for (const key of normalized)
+      handles.push(await acquire(key, { shared: options.shared ?? false, signal: linked.signal }));
+    return new LockGroup(handles);
+  } catch (error) {
+    await Promise.allSettled(handles.map((handle) => handle.release()));
+    throw error;
+  } finally {
+    linked.dispose();
+    deadline?.dispose();
+  }
+}
+
+/** Runs `fn` holding `handle`, releases in every path, and reports a loss that happened before `fn` settled. */
+export async function runHolding<T>(handle: LockHandle, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
+  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+  try {
+    outcome = { ok: true, value: await fn(handle.signal) };
+  } catch (error) {
+    outcome = { ok: false, error };
+  }
+  const lost = handle.signal.aborted;
+  try {
+    await handle.release();
+  } catch (error) {
+    if (outcome.ok && !lost) throw error;
+  }
+  if (lost) throw handle.signal.reason;
+  if (!outcome.ok) throw outcome.error;
+  return outcome.value;
+}
+
+/** int64 keys ascending, then pairs ascending: one total order every caller agrees on. */
+function compareKeys(a: LockKey, b: LockKey): number {
+  if (a.pair && b.pair) return a.pair[0] - b.pair[0] || a.pair[1] - b.pair[1];
+  if (a.pair) return 1;
+  if (b.pair) return -1;
+  return a.id === b.id ? 0 : (a.id as bigint) < (b.id as bigint) ? -1 : 1;
+}
+
+/** Several locks taken together by {@link Locker.acquireAll}; released together. */
+export class LockGroup implements AsyncDisposable {
+  readonly handles: readonly LockHandle[];
+  readonly #lost = new AbortController();
+  #released: Promise<void> | undefined;
+
+  constructor(handles: LockHandle[]) {
+    this.handles = handles;
+    const linked = linkSignals(...handles.map((handle) => handle.signal));
+    linked.signal.addEventListener("abort", () => this.#lost.abort(linked.signal.reason), { once: true });
+  }
+
+  get keys(): LockKey[] {
+    return this.handles.map((handle) => handle.key);
+  }
+
+  /** Aborted with a `LockLostError` when any of the locks is lost. */
+  get signal(): AbortSignal {
+    return this.#lost.signal;
+  }
+
+  /** Releases every lock (in reverse order). Idempotent. */
+  release(): Promise<void> {
+    this.#released ??= (async () => {
+      const results = await Promise.allSettled([...this.handles].reverse().map((handle) => handle.release()));
+      const failed = results.find((result) => result.status === "rejected");
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    })();
+    return this.#released;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+}
