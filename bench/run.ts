@@ -36,17 +36,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let nextKey = 1_000_000n;
 const freshKey = () => nextKey++;
 
-async function timeEach(iterations: number, op: () => Promise<unknown>): Promise<Summary> {
-  for (let i = 0; i < WARMUP; i++) await op();
-  const samples: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    const start = performance.now();
-    await op();
-    samples.push(performance.now() - start);
-  }
-  return summarize(samples);
-}
-
 // ---------- peers ----------
 type Peer =
   | {
@@ -121,57 +110,120 @@ async function redisPeer(): Promise<Peer> {
   };
 }
 
+// ---------- interleaving ----------
+/**
+ * Each implementation is measured in ROUNDS slices, taken in turn, so that a drift of the machine
+ * (the server's other work, CPU frequency) spreads over all of them instead of favouring one.
+ */
+const ROUNDS = quick ? 2 : 10;
+
+interface Contender {
+  name: string;
+  /** Samples per round, when the implementation is too slow for the full count. */
+  perRound?: number;
+  setup(): Promise<{ measure(count: number): Promise<number[]>; teardown(): Promise<void> }>;
+}
+
+async function interleaved(contenders: Contender[], perRound: number): Promise<[string, Summary | string][]> {
+  const running = [];
+  for (const contender of contenders)
+    running.push({ contender, ...(await contender.setup()), samples: [] as number[] });
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const entry of running) entry.samples.push(...(await entry.measure(entry.contender.perRound ?? perRound)));
+  }
+  for (const entry of running) await entry.teardown();
+  return running.map((entry) => [entry.contender.name, summarize(entry.samples)]);
+}
+
+async function timeEach(count: number, op: () => Promise<unknown>): Promise<number[]> {
+  for (let i = 0; i < Math.min(WARMUP, count); i++) await op();
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const start = performance.now();
+    await op();
+    samples.push(performance.now() - start);
+  }
+  return samples;
+}
+
+function sequential(
+  name: string,
+  setup: () => Promise<{ op(): Promise<unknown>; teardown(): Promise<void> }>,
+  perRound?: number,
+): Contender {
+  return {
+    name,
+    perRound,
+    async setup() {
+      const { op, teardown } = await setup();
+      return { measure: (count) => timeEach(count, op), teardown };
+    },
+  };
+}
+
 // ---------- scenario 1 ----------
 async function uncontended(peers: Peer[]) {
   log("## 1. Uncontended acquire + release, one key, sequential");
   log();
-  log(`${ITERATIONS} iterations after ${WARMUP} of warm-up; latency of one acquire + release, in µs.`);
+  log(
+    `${ITERATIONS} samples per implementation, taken in ${ROUNDS} interleaved rounds (each after ${WARMUP} of warm-up); latency of one acquire + release, in µs.`,
+  );
   log();
-  const rows: [string, Summary | string][] = [];
-  const pool = new pg.Pool({ connectionString: url, max: 6 });
-  const client = await pool.connect();
+  const pool = new pg.Pool({ connectionString: url, max: 8 });
   const key = String(freshKey());
-  rows.push([
-    "raw pg, one dedicated client (floor): `pg_try_advisory_lock` + `pg_advisory_unlock`",
-    await timeEach(ITERATIONS, async () => {
-      await client.query("SELECT pg_try_advisory_lock($1)", [key]);
-      await client.query("SELECT pg_advisory_unlock($1)", [key]);
+  const contenders: Contender[] = [
+    sequential("raw pg, one dedicated client (floor): `pg_try_advisory_lock` + `pg_advisory_unlock`", async () => {
+      const client = await pool.connect();
+      return {
+        op: async () => {
+          await client.query("SELECT pg_try_advisory_lock($1)", [key]);
+          await client.query("SELECT pg_advisory_unlock($1)", [key]);
+        },
+        teardown: async () => client.release(),
+      };
     }),
-  ]);
-  client.release();
-  const lock = await newLock(pool, BigInt(key));
-  rows.push([
-    "pglock `Lock`: `lock()` + `unlock()`",
-    await timeEach(ITERATIONS, async () => {
-      await lock.lock();
-      await lock.unlock();
+    sequential("pglock `Lock`: `lock()` + `unlock()`", async () => {
+      const lock = await newLock(pool, BigInt(key));
+      return {
+        op: async () => {
+          await lock.lock();
+          await lock.unlock();
+        },
+        teardown: () => lock.close(),
+      };
     }),
-  ]);
-  await lock.close();
-  const locker = createLocker(pool);
-  rows.push([
-    "pglock Locker: `tryAcquire()` + `release()`",
-    await timeEach(ITERATIONS, async () => {
-      await (await locker.tryAcquire(key))?.release();
+    sequential("pglock Locker: `tryAcquire()` + `release()`", async () => {
+      const locker = createLocker(pool);
+      return { op: async () => (await locker.tryAcquire(key))?.release(), teardown: () => locker.close() };
     }),
-  ]);
-  rows.push(["pglock Locker: `withLock()`", await timeEach(ITERATIONS, () => locker.withLock(key, () => {}))]);
-  await locker.close();
+    sequential("pglock Locker: `withLock()`", async () => {
+      const locker = createLocker(pool);
+      return { op: () => locker.withLock(key, () => {}), teardown: () => locker.close() };
+    }),
+  ];
+  const skipped: [string, string][] = [];
   for (const peer of peers) {
     if ("skipped" in peer) {
-      rows.push([peer.name, `skipped: ${peer.skipped}`]);
+      skipped.push([peer.name, `skipped: ${peer.skipped}`]);
       continue;
     }
     const name = `bench-${freshKey()}`;
-    const iterations = peer.name.includes("advisory-lock") ? Math.min(ITERATIONS, 500) : ITERATIONS;
-    rows.push([
-      `${peer.name}${iterations < ITERATIONS ? ` (${iterations} iterations)` : ""}`,
-      await timeEach(iterations, async () => {
-        const release = await peer.tryAcquire(name);
-        await release?.();
-      }),
-    ]);
+    const slow = peer.name.includes("advisory-lock");
+    contenders.push(
+      sequential(
+        `${peer.name}${slow ? ` (${Math.ceil(500 / ROUNDS) * ROUNDS} samples)` : ""}`,
+        async () => ({
+          op: async () => {
+            const release = await peer.tryAcquire(name);
+            await release?.();
+          },
+          teardown: async () => {},
+        }),
+        slow ? Math.ceil(Math.min(ITERATIONS, 500) / ROUNDS) : undefined,
+      ),
+    );
   }
+  const rows = [...(await interleaved(contenders, Math.ceil(ITERATIONS / ROUNDS))), ...skipped];
   await pool.end();
   table(["implementation", "median µs", "p99 µs", "median vs floor"], rows);
   return rows;
@@ -189,11 +241,11 @@ function table(header: string[], rows: [string, Summary | string][], floor = row
 }
 
 // ---------- scenario 2 ----------
-/** `contenders` loops that each take the lock, hold it briefly, release; measures release → next grant. */
-async function handover(contenders: number, take: (i: number) => Promise<() => Promise<void>>): Promise<Summary> {
+/** `contenders` loops that each take the lock, hold it ~1 ms, release; measures release → next grant. */
+async function handover(contenders: number, count: number, take: (i: number) => Promise<() => Promise<void>>) {
   const gaps: number[] = [];
   let releasedAt: number | undefined;
-  let remaining = HANDOVERS + contenders;
+  let remaining = count + contenders;
   await Promise.all(
     Array.from({ length: contenders }, async (_, i) => {
       while (remaining > 0) {
@@ -207,72 +259,98 @@ async function handover(contenders: number, take: (i: number) => Promise<() => P
       }
     }),
   );
-  return summarize(gaps.slice(contenders)); // the first grants are not hand-overs
+  return gaps.slice(contenders); // the first grants are not hand-overs
+}
+
+function contest(
+  name: string,
+  setup: () => Promise<{ take(i: number): Promise<() => Promise<void>>; teardown(): Promise<void> }>,
+): Contender {
+  return {
+    name,
+    async setup() {
+      const { take, teardown } = await setup();
+      return { measure: (count) => handover(8, count, take), teardown };
+    },
+  };
 }
 
 async function contended(peers: Peer[]) {
   log("## 2. Hand-over under contention: 8 waiters on one key");
   log();
   log(
-    `${HANDOVERS} hand-overs; time from the start of a release to the next waiter's grant, in µs. Each holder keeps the lock ~1 ms.`,
+    `${HANDOVERS} hand-overs per implementation in ${ROUNDS} interleaved rounds; time from the start of a release to the next waiter's grant, in µs. Each holder keeps the lock ~1 ms.`,
   );
   log();
-  const rows: [string, Summary | string][] = [];
-  const pool = new pg.Pool({ connectionString: url, max: 20 });
-  const clients = await Promise.all(Array.from({ length: 8 }, () => pool.connect()));
-  let key = String(freshKey());
-  rows.push([
-    "raw pg: 8 clients in `pg_advisory_lock` (floor)",
-    await handover(8, async (i) => {
-      const client = clients[i] as pg.PoolClient;
-      await client.query("SELECT pg_advisory_lock($1)", [key]);
-      return async () => {
-        await client.query("SELECT pg_advisory_unlock($1)", [key]);
+  const pool = new pg.Pool({ connectionString: url, max: 40 });
+  const contenders: Contender[] = [
+    contest("raw pg: 8 clients in `pg_advisory_lock` (floor)", async () => {
+      const key = String(freshKey());
+      const clients = await Promise.all(Array.from({ length: 8 }, () => pool.connect()));
+      return {
+        take: async (i) => {
+          const client = clients[i] as pg.PoolClient;
+          await client.query("SELECT pg_advisory_lock($1)", [key]);
+          return async () => {
+            await client.query("SELECT pg_advisory_unlock($1)", [key]);
+          };
+        },
+        teardown: async () => {
+          for (const client of clients) client.release();
+        },
       };
     }),
-  ]);
-  for (const client of clients) client.release();
-  key = String(freshKey());
-  const locks = await Promise.all(Array.from({ length: 8 }, () => newLock(pool, BigInt(key))));
-  rows.push([
-    "pglock `Lock`: 8 Locks in `waitAndLock()`",
-    await handover(8, async (i) => {
-      const lock = locks[i] as Awaited<ReturnType<typeof newLock>>;
-      await lock.waitAndLock();
-      return async () => {
-        await lock.unlock();
+    contest("pglock `Lock`: 8 Locks in `waitAndLock()`", async () => {
+      const key = freshKey();
+      const locks = await Promise.all(Array.from({ length: 8 }, () => newLock(pool, key)));
+      return {
+        take: async (i) => {
+          const lock = locks[i] as Awaited<ReturnType<typeof newLock>>;
+          await lock.waitAndLock();
+          return async () => {
+            await lock.unlock();
+          };
+        },
+        teardown: async () => {
+          await Promise.all(locks.map((lock) => lock.close()));
+        },
       };
     }),
-  ]);
-  await Promise.all(locks.map((lock) => lock.close()));
-  key = String(freshKey());
-  const lockers = Array.from({ length: 8 }, () => createLocker(pool, { maxSessions: 2 }));
-  rows.push([
-    "pglock Locker: 8 Lockers in `acquire()`",
-    await handover(8, async (i) => {
-      const handle = await (lockers[i] as ReturnType<typeof createLocker>).acquire(key);
-      return () => handle.release();
+    contest("pglock Locker: 8 Lockers in `acquire()`", async () => {
+      const key = freshKey();
+      const lockers = Array.from({ length: 8 }, () => createLocker(pool, { maxSessions: 2 }));
+      return {
+        take: async (i) => {
+          const handle = await (lockers[i] as ReturnType<typeof createLocker>).acquire(key);
+          return () => handle.release();
+        },
+        teardown: async () => {
+          await Promise.all(lockers.map((locker) => locker.close()));
+        },
+      };
     }),
-  ]);
-  await Promise.all(lockers.map((locker) => locker.close()));
-  key = String(freshKey());
-  const one = createLocker(pool);
-  rows.push([
-    "pglock Locker: 8 `acquire()` in one Locker (queued locally)",
-    await handover(8, async () => {
-      const handle = await one.acquire(key);
-      return () => handle.release();
+    contest("pglock Locker: 8 `acquire()` in one Locker (queued locally)", async () => {
+      const key = freshKey();
+      const one = createLocker(pool);
+      return {
+        take: async () => {
+          const handle = await one.acquire(key);
+          return () => handle.release();
+        },
+        teardown: () => one.close(),
+      };
     }),
-  ]);
-  await one.close();
+  ];
+  const skipped: [string, string][] = [];
   for (const peer of peers) {
     if ("skipped" in peer) {
-      rows.push([peer.name, `skipped: ${peer.skipped}`]);
+      skipped.push([peer.name, `skipped: ${peer.skipped}`]);
       continue;
     }
     const name = `bench-${freshKey()}`;
-    rows.push([peer.name, await handover(8, () => peer.acquire(name))]);
+    contenders.push(contest(peer.name, async () => ({ take: () => peer.acquire(name), teardown: async () => {} })));
   }
+  const rows = [...(await interleaved(contenders, Math.ceil(HANDOVERS / ROUNDS))), ...skipped];
   await pool.end();
   table(["implementation", "median µs", "p99 µs", "median vs floor"], rows);
   return rows;
@@ -413,6 +491,7 @@ function svg(bars: { label: string; value: number }[], title: string): string {
     })
     .join("\n");
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${60 + bars.length * rowHeight}" font-family="sans-serif">
+<title>${escapeXml(title)}</title>
 <rect width="100%" height="100%" fill="white"/>
 <text x="10" y="22" font-size="15" font-weight="bold">${escapeXml(title)}</text>
 ${rows}

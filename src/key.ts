@@ -20,11 +20,14 @@ export class LockKey {
   readonly pair: readonly [number, number] | undefined;
   /** The name this key was hashed from, when it came from a string. */
   readonly name: string | undefined;
+  /** A string that is equal for equal keys and different for different keys (both key spaces). */
+  readonly identity: string;
 
   private constructor(id: bigint | undefined, pair: readonly [number, number] | undefined, name?: string) {
     this.id = id;
     this.pair = pair;
     this.name = name;
+    this.identity = pair ? `${pair[0]},${pair[1]}` : String(id);
     Object.freeze(this);
   }
 
@@ -35,11 +38,6 @@ export class LockKey {
   /** @internal */
   static fromPair(a: number, b: number): LockKey {
     return new LockKey(undefined, Object.freeze([a, b] as const), undefined);
-  }
-
-  /** A string that is equal for equal keys and different for different keys (both key spaces). */
-  get identity(): string {
-    return this.pair ? `${this.pair[0]},${this.pair[1]}` : String(this.id);
   }
 
   /** How the key reads in messages: `42`, `(1,2)` or `"cleanup-task" (-7671976228194938313)`. */

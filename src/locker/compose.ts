@@ -2,16 +2,46 @@
  * What every Locker builds from acquire/tryAcquire: scoped locks, run-once, all-or-nothing sets.
  * Shared by the PostgreSQL Locker and the in-memory test double, so the two cannot drift apart.
  */
-import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
+import { ClosedError, InvalidArgumentError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
-import { checkMs, checkSignal, optionsObject } from "../validate.js";
+import type { LockMode } from "../sql.js";
+import { checkBoolean, checkMs, checkSignal, optionsObject } from "../validate.js";
 import type { LockHandle } from "./handle.js";
 
 export interface AcquireAllOptions {
   shared?: boolean;
   timeout?: number;
   signal?: AbortSignal;
+}
+
+export interface AcquireArguments {
+  key: LockKey;
+  mode: LockMode;
+  signal: AbortSignal | undefined;
+  timeout: number | undefined;
+  fencing: boolean;
+}
+
+/** The checks every Locker runs on acquire/tryAcquire arguments, before anything else happens. */
+export function parseAcquire(
+  where: "acquire" | "tryAcquire",
+  key: LockKeyInput,
+  options: { shared?: boolean; timeout?: number; signal?: AbortSignal; fencing?: boolean },
+  closed: boolean,
+): AcquireArguments {
+  optionsObject(options, where);
+  const normalized = lockKey(key);
+  const shared = checkBoolean(options.shared, where, "shared") ?? false;
+  const timeout = where === "acquire" ? checkMs(options.timeout, where, "timeout") : undefined;
+  const signal = checkSignal(options.signal, where);
+  const fencing = where === "acquire" ? (checkBoolean(options.fencing, where, "fencing") ?? false) : false;
+  if (fencing && shared) {
+    throw new InvalidArgumentError("acquire: options.fencing needs an exclusive lock: a token orders single holders");
+  }
+  if (closed) throw new ClosedError("the Locker");
+  signal?.throwIfAborted();
+  return { key: normalized, mode: shared ? "shared" : "exclusive", signal, timeout, fencing };
 }
 
 export function checkFn(fn: unknown, where: string): void {

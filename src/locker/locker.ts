@@ -5,7 +5,7 @@
  */
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
 import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, LockTimeoutError } from "../errors.js";
-import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
+import { describe, type LockKey, type LockKeyInput } from "../key.js";
 import { LeaderElection } from "../patterns/leader.js";
 import { Semaphore } from "../patterns/semaphore.js";
 import type { Driver } from "../session/driver.js";
@@ -14,16 +14,8 @@ import { Session } from "../session/session.js";
 import { linkSignals, sharedController, timeoutSignal } from "../signals.js";
 import type { LockMode, Statement } from "../sql.js";
 import * as sql from "../sql.js";
-import {
-  checkBoolean,
-  checkInteger,
-  checkMs,
-  checkSignal,
-  checkString,
-  checkTableName,
-  optionsObject,
-} from "../validate.js";
-import { acquireAll, checkFn, type LockGroup, runHolding } from "./compose.js";
+import { checkInteger, checkMs, checkString, checkTableName, optionsObject } from "../validate.js";
+import { acquireAll, checkFn, type LockGroup, parseAcquire, runHolding } from "./compose.js";
 import { publishAcquired, publishLost, publishReleased } from "./events.js";
 import { FencingTokens } from "./fencing.js";
 import type { LockHandle } from "./handle.js";
@@ -146,13 +138,13 @@ export class Locker {
   /** Waits until the lock is granted; rejects with `LockTimeoutError` after `timeout` ms, or `signal.reason`. */
   acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LockHandle> {
     return this.#track(async () => {
-      const { normalized, mode, signal, timeout } = this.#arguments("acquire", key, options);
-      const fencing = checkBoolean(options.fencing, "acquire", "fencing") ?? false;
-      if (fencing && mode === "shared") {
-        throw new InvalidArgumentError(
-          "acquire: options.fencing needs an exclusive lock: a token orders single holders",
-        );
-      }
+      const {
+        key: normalized,
+        mode,
+        signal,
+        timeout,
+        fencing,
+      } = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
       const timer =
         timeout === undefined
           ? undefined
@@ -174,7 +166,7 @@ export class Locker {
   /** Takes the lock if it is free now (in this Locker and on the server); null otherwise. */
   tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LockHandle | null> {
     return this.#track(async () => {
-      const { normalized, mode, signal } = this.#arguments("tryAcquire", key, options);
+      const { key: normalized, mode, signal } = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
       const linked = linkSignals(signal, this.#closing.signal);
       try {
         return (await this.#request(normalized, mode, false, linked.signal)) ?? null;
@@ -194,8 +186,7 @@ export class Locker {
     fn: (signal: AbortSignal) => Promise<T> | T,
     options: AcquireOptions = {},
   ): Promise<T> {
-    if (typeof fn !== "function")
-      throw new InvalidArgumentError(`withLock: fn must be a function, got ${describe(fn)}`);
+    checkFn(fn, "withLock");
     const handle = await this.acquire(key, options);
     return runHolding(handle, fn);
   }
@@ -210,8 +201,7 @@ export class Locker {
     fn: (signal: AbortSignal) => Promise<T> | T,
     options: TryAcquireOptions = {},
   ): Promise<{ acquired: false } | { acquired: true; value: T }> {
-    if (typeof fn !== "function")
-      throw new InvalidArgumentError(`tryWithLock: fn must be a function, got ${describe(fn)}`);
+    checkFn(fn, "tryWithLock");
     const handle = await this.tryAcquire(key, options);
     if (!handle) return { acquired: false };
     return { acquired: true, value: await runHolding(handle, fn) };
@@ -319,17 +309,6 @@ export class Locker {
       await holder.release().catch(() => {});
       throw error;
     }
-  }
-
-  #arguments(where: string, key: LockKeyInput, options: AcquireOptions) {
-    optionsObject(options, where);
-    const normalized = lockKey(key);
-    const shared = checkBoolean(options.shared, where, "shared") ?? false;
-    const timeout = checkMs(options.timeout, where, "timeout");
-    const signal = checkSignal(options.signal, where);
-    if (this.#closing.signal.aborted) throw new ClosedError("the Locker");
-    signal?.throwIfAborted();
-    return { normalized, mode: (shared ? "shared" : "exclusive") as LockMode, signal, timeout };
   }
 
   #track<T>(run: () => Promise<T>): Promise<T> {
@@ -561,7 +540,8 @@ class Holder implements LockHandle {
   readonly grantedAt = performance.now();
   readonly #locker: Locker;
   readonly #state: KeyState;
-  readonly #lost = new AbortController();
+  /** Created on first use: most handles are released without anyone reading their signal. */
+  #lost: AbortController | undefined;
   #released: Promise<void> | undefined;
 
   constructor(locker: Locker, state: KeyState, shared: boolean) {
@@ -572,11 +552,12 @@ class Holder implements LockHandle {
   }
 
   get signal(): AbortSignal {
+    this.#lost ??= new AbortController();
     return this.#lost.signal;
   }
 
   release(): Promise<void> {
-    this.#released ??= this.#lost.signal.aborted ? Promise.resolve() : this.#locker.release(this, this.#state);
+    this.#released ??= this.#lost?.signal.aborted ? Promise.resolve() : this.#locker.release(this, this.#state);
     return this.#released;
   }
 
@@ -587,6 +568,7 @@ class Holder implements LockHandle {
   /** @internal */
   lose(error: LockLostError) {
     this.#released ??= Promise.resolve();
+    this.#lost ??= new AbortController();
     this.#lost.abort(error);
   }
 }
