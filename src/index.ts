@@ -31,3 +31,9 @@ export { type AdvisoryLockInfo, type InspectOptions, inspectLocks } from "./patt
 export { LeaderElection, type LeaderElectionEvents } from "./patterns/leader.js";
 export { Semaphore, type SemaphoreAcquireOptions, type SemaphoreHandle } from "./patterns/semaphore.js";
 export { withXactLock, type XactLockOptions } from "./patterns/xact.js";
+export {
+  createMemoryLocker,
+  MemoryLocker,
+  type MemoryLockerOptions,
+  MemoryLockServer,
+} from "./testing/memory-locker.js";

@@ -7,6 +7,7 @@ import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
 import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput } from "../key.js";
 import { LeaderElection } from "../patterns/leader.js";
+import { notifierOf } from "../patterns/notifier.js";
 import { Semaphore } from "../patterns/semaphore.js";
 import type { Driver } from "../session/driver.js";
 import { isPgPool, pgDriver } from "../session/pg.js";
@@ -254,7 +255,7 @@ export class Locker {
    * await using slot = await uploads.acquire({ timeout: 10_000 });
    */
   semaphore(name: string, permits: number): Semaphore {
-    return new Semaphore(this, name, permits);
+    return new Semaphore(this, notifierOf(this), name, permits);
   }
 
   /**

@@ -6,7 +6,13 @@
 import { EventEmitter } from "node:events";
 import { ConnectionError, InvalidArgumentError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
-import type { Locker } from "../locker/locker.js";
+import type { LockHandle } from "../locker/handle.js";
+
+/** What an election needs from a Locker: a wait for one key. */
+export interface ElectionLocker {
+  acquire(key: LockKey, options?: { signal?: AbortSignal }): Promise<LockHandle>;
+}
+
 import { linkSignals } from "../signals.js";
 import { checkSignal, optionsObject } from "../validate.js";
 
@@ -22,12 +28,12 @@ const RETRY_MS = 500;
 
 export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
   readonly key: LockKey;
-  readonly #locker: Locker;
+  readonly #locker: ElectionLocker;
   #leader = false;
   #running = false;
 
   /** @internal use `locker.leaderElection(name)` */
-  constructor(locker: Locker, name: LockKeyInput) {
+  constructor(locker: ElectionLocker, name: LockKeyInput) {
     super();
     this.#locker = locker;
     this.key = lockKey(name);
@@ -56,7 +62,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
     this.#running = true;
     try {
       while (!outer?.aborted) {
-        let handle: Awaited<ReturnType<Locker["acquire"]>>;
+        let handle: LockHandle;
         try {
           handle = await this.#locker.acquire(this.key, outer ? { signal: outer } : {});
         } catch (error) {

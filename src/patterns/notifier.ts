@@ -5,6 +5,7 @@
  */
 import type { Locker } from "../locker/locker.js";
 import type { Session } from "../session/session.js";
+import type { Wakeups } from "./semaphore.js";
 
 export const NOTIFY_CHANNEL = "pglock_wakeup";
 
@@ -19,7 +20,7 @@ export function notifierOf(locker: Locker): Notifier {
   return notifier;
 }
 
-export class Notifier {
+export class Notifier implements Wakeups {
   readonly #locker: Locker;
   readonly #listeners = new Map<string, Set<() => void>>();
   #session: Promise<Session> | undefined;

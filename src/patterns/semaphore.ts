@@ -6,10 +6,21 @@
 import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, lockKey } from "../key.js";
 import type { LockHandle } from "../locker/handle.js";
-import type { Locker } from "../locker/locker.js";
+import type { TryAcquireOptions } from "../locker/locker.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
 import { checkInteger, checkMs, checkSignal, optionsObject } from "../validate.js";
-import { notifierOf } from "./notifier.js";
+
+/** What a semaphore needs from a Locker: try-locks on its slot keys. */
+export interface SlotLocker {
+  tryAcquire(key: LockKey, options?: TryAcquireOptions): Promise<LockHandle | null>;
+}
+
+/** Wake-ups between waiters and releasers, across processes (LISTEN/NOTIFY) or in memory. */
+export interface Wakeups {
+  /** Calls `wake` on every notify of `topic`; resolves once listening, with the function that stops it. */
+  subscribe(topic: string, wake: () => void): Promise<() => void>;
+  notify(topic: string): Promise<void>;
+}
 
 /** A held semaphore slot. */
 export interface SemaphoreHandle extends LockHandle {
@@ -29,17 +40,19 @@ const FALLBACK_POLL_MS = 500;
 export class Semaphore {
   readonly name: string;
   readonly permits: number;
-  readonly #locker: Locker;
+  readonly #locker: SlotLocker;
+  readonly #wakeups: Wakeups;
   readonly #slots: LockKey[];
   readonly #topic: string;
 
   /** @internal use `locker.semaphore(name, permits)` */
-  constructor(locker: Locker, name: string, permits: number) {
+  constructor(locker: SlotLocker, wakeups: Wakeups, name: string, permits: number) {
     if (typeof name !== "string" || name.length === 0) {
       throw new InvalidArgumentError(`semaphore: name must be a non-empty string, got ${describe(name)}`);
     }
     checkInteger(permits, "semaphore", "permits", 1);
     this.#locker = locker;
+    this.#wakeups = wakeups;
     this.name = name;
     this.permits = permits;
     this.#slots = Array.from({ length: permits }, (_, slot) => Semaphore.slotKey(name, slot));
@@ -79,7 +92,7 @@ export class Semaphore {
         if (handle) return handle;
         if (!unsubscribe) {
           // Listen first, then try once more: a release between the two is not missed.
-          unsubscribe = await notifierOf(this.#locker).subscribe(this.#topic, () => {
+          unsubscribe = await this.#wakeups.subscribe(this.#topic, () => {
             woken = true;
             wake();
           });
@@ -107,10 +120,10 @@ export class Semaphore {
   }
 
   #wrap(handle: LockHandle, slot: number): SemaphoreHandle {
-    const notifier = notifierOf(this.#locker);
+    const wakeups = this.#wakeups;
     let released: Promise<void> | undefined;
     const release = () => {
-      released ??= handle.release().then(() => notifier.notify(this.#topic).catch(() => {}));
+      released ??= handle.release().then(() => wakeups.notify(this.#topic).catch(() => {}));
       return released;
     };
     return {
