@@ -11,6 +11,7 @@ import {
   PglockError,
 } from "pglock";
 import { afterEach, describe, expect, it } from "vitest";
+import { FaultProxy } from "../tools/chaos/fault-proxy.js";
 import {
   databaseUrl,
   eventually,
@@ -21,7 +22,6 @@ import {
   uniqueKey,
   uniqueName,
 } from "./support/db.js";
-import { FaultProxy } from "./support/fault-proxy.js";
 
 const lockers: Locker[] = [];
 afterEach(async () => {

@@ -17,6 +17,7 @@ describe("a server with a small lock table", () => {
 
   it("a full lock table (SQLSTATE 53200) is a LockTableFullError that names max_locks_per_transaction", async () => {
     const pool = new pg.Pool({ connectionString: server.url, max: 4 });
+    pool.on("error", () => {}); // pg's pool reports its idle clients' deaths here
     const locker = createLocker(pool);
     try {
       const failures: unknown[] = [];
@@ -58,6 +59,7 @@ describe("a hot standby", () => {
   it("is refused with ReadOnlyServerError: its advisory locks would exclude nobody on the primary", async () => {
     const server = await startThrowawayPostgres({ standby: true });
     const pool = new pg.Pool({ connectionString: server.url, max: 2 });
+    pool.on("error", () => {});
     try {
       const { rows } = await pool.query("SELECT pg_is_in_recovery() AS standby");
       expect(rows[0].standby).toBe(true);

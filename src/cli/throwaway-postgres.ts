@@ -19,6 +19,8 @@ export interface ThrowawayPostgres {
   /** postgres://… URL; it contains a random password, so never print it. */
   readonly url: string;
   readonly port: number;
+  /** Stops the server (fast shutdown: sessions end, their locks with them) and starts it again on the same port. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -96,6 +98,10 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
   return {
     url,
     port,
+    async restart() {
+      await server.stop();
+      server = await run(binDir, flags, owner, port);
+    },
     async stop() {
       await server.stop();
       await rm(root, { recursive: true, force: true });

@@ -8,7 +8,8 @@ import { createServer, type Server, type Socket } from "node:net";
 export class FaultProxy {
   readonly #server: Server;
   readonly #pairs = new Set<[Socket, Socket]>();
-  #blackholed = false;
+  /** Connections whose bytes now vanish in both directions. */
+  readonly #blackholed = new WeakSet<Socket>();
   port = 0;
 
   private constructor(targetHost: string, targetPort: number) {
@@ -19,7 +20,7 @@ export class FaultProxy {
       this.#pairs.add(pair);
       const forward = (from: Socket, to: Socket) =>
         from.on("data", (chunk) => {
-          if (!this.#blackholed) to.write(chunk);
+          if (!this.#blackholed.has(from)) to.write(chunk);
         });
       forward(client, upstream);
       forward(upstream, client);
@@ -58,9 +59,24 @@ export class FaultProxy {
     }
   }
 
-  /** From now on, bytes in either direction vanish; connections stay open. */
+  /**
+   * A silent partition of the connections open now: their bytes vanish in both directions and
+   * nothing is closed. New connections pass. `heal()` ends the partitioned ones (their streams lost
+   * bytes, so they could never be used again), as a partition that outlives TCP's patience does.
+   */
   blackhole(): void {
-    this.#blackholed = true;
+    for (const [client, upstream] of this.#pairs) {
+      this.#blackholed.add(client);
+      this.#blackholed.add(upstream);
+    }
+  }
+
+  heal(): void {
+    for (const [client, upstream] of this.#pairs) {
+      if (!this.#blackholed.has(client)) continue;
+      client.destroy();
+      upstream.destroy();
+    }
   }
 
   async stop(): Promise<void> {

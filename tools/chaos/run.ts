@@ -1,0 +1,209 @@
+/**
+ * `npm run test:chaos`: a fault-injection run that proves mutual exclusion and loses nothing.
+ * 8 worker processes increment a counter under pglock while faults hit them at random moments:
+ * SIGKILL (and restart), pg_terminate_backend, TCP reset and black-hole through a proxy, a server
+ * restart, SIGSTOP/SIGCONT of a holder, and aborts and timeouts of waits (inside the workers).
+ * Then the checkers run, and the harness checks itself: broken variants must make it fail.
+ *
+ * Quick mode (the default, CI): 40 s of chaos, then 15 s per broken variant.
+ * `--duration 10m` for a long run; `--broken <variant>` to run one variant alone.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import pg from "pg";
+import { startThrowawayPostgres } from "../../src/cli/throwaway-postgres.js";
+import { counterViolations, type Event, type Fault, intervals, lossLatency, overlaps } from "./check.js";
+import { FaultProxy } from "./fault-proxy.js";
+
+const WORKERS = 8;
+const VARIANTS = ["ignore-loss", "trust-timeout", "wrong-session"] as const;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const now = () => process.hrtime.bigint();
+const pick = <T>(items: readonly T[]) => items[Math.floor(Math.random() * items.length)] as T;
+
+function parseDuration(text: string): number {
+  const match = /^(\d+)(ms|s|m|h)?$/.exec(text);
+  if (!match) throw new Error(`--duration needs a duration like 90s or 10m, got ${JSON.stringify(text)}`);
+  return Number(match[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[(match[2] ?? "s") as "s"];
+}
+
+interface Report {
+  writes: number;
+  notAcquired: number;
+  faults: Map<string, number>;
+  violations: string[];
+  latency: ReturnType<typeof lossLatency>;
+}
+
+async function runChaos(durationMs: number, broken?: string): Promise<Report> {
+  const server = await startThrowawayPostgres();
+  const proxy = await FaultProxy.start(server.url);
+  const admin = new pg.Pool({ connectionString: server.url, max: 2 });
+  admin.on("error", () => {});
+  await admin.query(`DROP TABLE IF EXISTS chaos_counter, chaos_increments;
+    CREATE TABLE chaos_counter (id int PRIMARY KEY, n bigint NOT NULL, token bigint NOT NULL DEFAULT 0);
+    INSERT INTO chaos_counter VALUES (1, 0, 0);
+    CREATE TABLE chaos_increments (seq bigserial PRIMARY KEY, worker int, n bigint, token bigint);`);
+
+  const events: Event[] = [];
+  const faults: Fault[] = [];
+  const violations: string[] = [];
+  const workers = new Map<number, ChildProcess>();
+  const idle = new Set<number>();
+  const exited = new Map<number, Promise<number | null>>();
+
+  const start = (id: number) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "tools/chaos/worker.ts"], {
+      env: {
+        ...process.env,
+        DATABASE_URL: server.url,
+        LOCK_URL: proxy.url(server.url),
+        CHAOS_WORKER: String(id),
+        CHAOS_BROKEN: broken ?? "",
+      },
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      try {
+        const event = JSON.parse(line) as Event & { t: string };
+        const parsed = { ...event, t: BigInt(event.t) } as Event;
+        events.push(parsed);
+        if (parsed.e === "idle") idle.add(id);
+        if (parsed.e === "unhandled") violations.push(`worker ${id}: unhandled rejection: ${String(parsed.message)}`);
+      } catch {
+        // not an event line
+      }
+    });
+    exited.set(id, new Promise((resolve) => child.on("exit", (code) => resolve(code))));
+    workers.set(id, child);
+  };
+  for (let id = 0; id < WORKERS; id++) start(id);
+
+  let pauses = 0;
+  const deadline = Date.now() + durationMs;
+  while (Date.now() < deadline) {
+    await sleep(broken ? 150 + Math.random() * 300 : 300 + Math.random() * 600);
+    const kind = pick(["kill", "terminate", "reset", "blackhole", "pause", "terminate", "reset", "restart"] as const);
+    const worker = Math.floor(Math.random() * WORKERS);
+    if (kind === "restart" && Math.random() < 0.6) continue; // the rarest fault
+    if (kind === "kill") {
+      faults.push({ t: now(), kind, worker });
+      workers.get(worker)?.kill("SIGKILL");
+      await exited.get(worker);
+      start(worker);
+    } else if (kind === "terminate") {
+      faults.push({ t: now(), kind });
+      await admin
+        .query(
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pglock-chaos' ORDER BY random() LIMIT 2",
+        )
+        .catch(() => {});
+    } else if (kind === "reset") {
+      faults.push({ t: now(), kind });
+      proxy.reset();
+    } else if (kind === "blackhole") {
+      faults.push({ t: now(), kind });
+      proxy.blackhole();
+      await sleep(1_500);
+      proxy.heal();
+    } else if (kind === "pause") {
+      pauses++; // a paused holder keeps its session, so this excuses no overlap
+      workers.get(worker)?.kill("SIGSTOP");
+      await sleep(800 + Math.random() * 1_000);
+      workers.get(worker)?.kill("SIGCONT");
+    } else {
+      faults.push({ t: now(), kind });
+      await server.restart();
+    }
+  }
+
+  // Stop: every worker stops taking the lock and says "idle" (believing it holds nothing).
+  for (const child of workers.values()) child.kill("SIGTERM");
+  const idleBy = Date.now() + 30_000;
+  while (idle.size < WORKERS && Date.now() < idleBy) await sleep(50);
+  if (idle.size < WORKERS) violations.push(`${WORKERS - idle.size} workers did not stop within 30 s`);
+  const leaked = await admin.query("SELECT pid, mode FROM pg_locks WHERE locktype = 'advisory'");
+  if (leaked.rows.length > 0) {
+    violations.push(`${leaked.rows.length} advisory locks held while every worker believed it held none (leaked)`);
+  }
+  for (const child of workers.values()) child.stdin?.end();
+  for (const [id, done] of exited) {
+    const code = await Promise.race([done, sleep(20_000).then(() => "hung" as const)]);
+    if (code === "hung") {
+      violations.push(`worker ${id} did not exit by itself`);
+      workers.get(id)?.kill("SIGKILL");
+    } else if (code !== 0 && code !== null) violations.push(`worker ${id} exited with ${code}`);
+  }
+  for (let i = 0; i < 50; i++) {
+    const { rows } = await admin.query(
+      "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory')::int AS locks, (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pglock-chaos')::int AS sessions",
+    );
+    if (rows[0].locks === 0 && rows[0].sessions === 0) break;
+    if (i === 49)
+      violations.push(`after the run: ${rows[0].locks} advisory locks, ${rows[0].sessions} pglock sessions`);
+    await sleep(100);
+  }
+
+  const counter = Number((await admin.query("SELECT n FROM chaos_counter WHERE id = 1")).rows[0].n);
+  const increments = (await admin.query("SELECT n::int AS n, token::text AS token FROM chaos_increments")).rows;
+  violations.push(...counterViolations(counter, increments));
+  violations.push(...overlaps(intervals(events), faults));
+  await admin.end();
+  await proxy.stop();
+  await server.stop();
+
+  const byKind = new Map<string, number>();
+  for (const fault of faults) byKind.set(fault.kind, (byKind.get(fault.kind) ?? 0) + 1);
+  byKind.set("pause", pauses);
+  return {
+    writes: events.filter((e) => e.e === "write").length,
+    notAcquired: events.filter((e) => e.e === "not-acquired").length,
+    faults: byKind,
+    violations,
+    latency: lossLatency(events, faults),
+  };
+}
+
+function print(title: string, report: Report) {
+  console.log(`\n## ${title}`);
+  console.log(
+    `increments written: ${report.writes}; acquires that gave up (timeouts, aborts, errors): ${report.notAcquired}`,
+  );
+  console.log(`faults: ${[...report.faults].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none"}`);
+  for (const [kind, { median, max, n }] of report.latency) {
+    console.log(
+      `fault → LockLostError, ${kind}: median ${median.toFixed(0)} ms, max ${max.toFixed(0)} ms (${n} losses)`,
+    );
+  }
+  console.log(`violations: ${report.violations.length}`);
+  for (const violation of [...new Set(report.violations)].slice(0, 10)) console.log(`  - ${violation}`);
+}
+
+const argv = process.argv.slice(2);
+const durationArg = argv.indexOf("--duration");
+const brokenArg = argv.indexOf("--broken");
+const durationMs = durationArg >= 0 ? parseDuration(argv[durationArg + 1] ?? "") : 40_000;
+let passed = 0;
+let failed = 0;
+if (brokenArg >= 0) {
+  const variant = argv[brokenArg + 1] ?? "";
+  if (!(VARIANTS as readonly string[]).includes(variant))
+    throw new Error(`--broken takes one of ${VARIANTS.join(", ")}`);
+  const report = await runChaos(durationMs, variant);
+  print(`broken variant ${variant}`, report);
+  process.exit(report.violations.length > 0 ? 0 : 1);
+}
+const report = await runChaos(durationMs);
+print(`pglock under chaos for ${durationMs / 1000} s`, report);
+if (report.violations.length === 0 && report.writes > 0) passed++;
+else failed++;
+if (durationArg < 0) {
+  for (const variant of VARIANTS) {
+    const broken = await runChaos(15_000, variant);
+    print(`harness self-test: broken variant "${variant}" must be caught`, broken);
+    if (broken.violations.length > 0) passed++;
+    else failed++;
+  }
+}
+console.log(`\nchaos: ${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,153 @@
+/**
+ * A chaos worker: increments a counter row by reading it and writing back n + 1, protected only by
+ * the advisory lock, each write guarded by the handle's fencing token. Every event goes to stdout as
+ * a JSON line with a monotonic timestamp (process.hrtime.bigint() is one clock for all processes of
+ * a machine). On SIGTERM it stops taking the lock, says "idle", and exits when stdin closes.
+ *
+ * CHAOS_BROKEN emulates a broken lock library, to prove the checkers catch it:
+ * - ignore-loss: ignores the loss signal and writes without the fencing guard;
+ * - trust-timeout: raw pg waits abandoned on a client-side timeout, trusted to mean "not granted";
+ * - wrong-session: releases on a different session than the one holding the lock, ignoring `false`.
+ */
+import pg from "pg";
+import { createLocker, type LockHandle } from "pglock";
+
+const id = Number(process.env.CHAOS_WORKER);
+const broken = process.env.CHAOS_BROKEN ?? "";
+const KEY = "pglock-chaos";
+const direct = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 });
+const viaProxy = new pg.Pool({ connectionString: process.env.LOCK_URL, max: 4, connectionTimeoutMillis: 2_000 });
+direct.on("error", () => {});
+viaProxy.on("error", () => {});
+const emit = (event: Record<string, unknown>) =>
+  process.stdout.write(`${JSON.stringify({ t: String(process.hrtime.bigint()), w: id, ...event })}\n`);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+process.on("unhandledRejection", (error) => {
+  emit({ e: "unhandled", message: String(error) });
+  process.exit(99);
+});
+let stopping = false;
+process.on("SIGTERM", () => {
+  stopping = true;
+});
+
+/** The critical section: read, pause, write n + 1 guarded by the token, record the increment. */
+async function increment(token: bigint | undefined, lost: AbortSignal | undefined) {
+  const { rows } = await direct.query("SELECT n FROM chaos_counter WHERE id = 1");
+  const n = Number(rows[0].n);
+  await sleep(Math.random() * (broken ? 20 : 4));
+  if (lost?.aborted) return;
+  const client = await direct.connect();
+  try {
+    await client.query("BEGIN");
+    const update =
+      token === undefined
+        ? await client.query("UPDATE chaos_counter SET n = $1 WHERE id = 1", [n + 1])
+        : await client.query("UPDATE chaos_counter SET n = $1, token = $2 WHERE id = 1 AND token < $2", [
+            n + 1,
+            String(token),
+          ]);
+    if (update.rowCount === 1) {
+      await client.query("INSERT INTO chaos_increments (worker, n, token) VALUES ($1, $2, $3)", [
+        id,
+        n + 1,
+        token === undefined ? null : String(token),
+      ]);
+      await client.query("COMMIT");
+      emit({ e: "write", n: n + 1, token: token === undefined ? null : String(token) });
+    } else {
+      await client.query("ROLLBACK");
+      emit({ e: "fenced", token: String(token) });
+    }
+  } catch (error) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+async function withPglock() {
+  const locker = createLocker(viaProxy, {
+    applicationName: "pglock-chaos",
+    keepaliveMs: 300,
+    probeTimeoutMs: 700,
+    maxSessions: 2,
+  });
+  while (!stopping) {
+    const controller = new AbortController();
+    if (Math.random() < 0.1) setTimeout(() => controller.abort(new Error("chaos abort")), Math.random() * 30);
+    let handle: LockHandle;
+    try {
+      handle = await locker.acquire(KEY, {
+        fencing: broken !== "ignore-loss",
+        timeout: 100 + Math.random() * 900,
+        signal: controller.signal,
+      });
+    } catch (error) {
+      emit({ e: "not-acquired", code: (error as { code?: string }).code ?? (error as Error).message });
+      await sleep(10);
+      continue;
+    }
+    emit({ e: "granted", token: handle.fencingToken === undefined ? null : String(handle.fencingToken) });
+    const onLost = () => emit({ e: "lost" });
+    handle.signal.addEventListener("abort", onLost, { once: true });
+    try {
+      await increment(handle.fencingToken, broken === "ignore-loss" ? undefined : handle.signal);
+    } catch (error) {
+      emit({ e: "work-failed", message: (error as Error).message });
+    }
+    handle.signal.removeEventListener("abort", onLost);
+    emit({ e: "releasing" });
+    await handle.release().catch(() => {});
+  }
+  await locker.close();
+}
+
+/** The broken variants' own lock code, written as the bugs they emulate. */
+async function withBrokenRawLocks() {
+  while (!stopping) {
+    const client = await viaProxy.connect().catch(() => undefined);
+    if (!client) {
+      await sleep(50);
+      continue;
+    }
+    client.on("error", () => {});
+    let held = false;
+    try {
+      // Bug: a client-side timeout, after which the server-side wait goes on and may be granted later.
+      const wait = client.query("SELECT pg_advisory_lock(hashtext($1))", [KEY]);
+      wait.catch(() => {});
+      held = await Promise.race([
+        wait.then(() => true),
+        sleep(broken === "trust-timeout" ? 30 : 5_000).then(() => false),
+      ]);
+      if (!held) {
+        emit({ e: "not-acquired", code: "client-timeout" });
+        client.release(); // back to the pool, with the wait still running: the trusted timeout
+        continue;
+      }
+      emit({ e: "granted", token: null });
+      await increment(undefined, undefined);
+      emit({ e: "releasing" });
+      if (broken === "wrong-session") {
+        // Bug: the release goes to another session; its `false` is ignored.
+        await direct.query("SELECT pg_advisory_unlock(hashtext($1))", [KEY]);
+      } else {
+        await client.query("SELECT pg_advisory_unlock(hashtext($1))", [KEY]);
+      }
+      client.release();
+    } catch (error) {
+      emit({ e: "work-failed", message: (error as Error).message });
+      client.release(true);
+    }
+  }
+}
+
+emit({ e: "start" });
+await (broken === "trust-timeout" || broken === "wrong-session" ? withBrokenRawLocks() : withPglock());
+emit({ e: "idle" });
+// The orchestrator looks at pg_locks now, while this process still has its connections, then closes stdin.
+await new Promise((resolve) => process.stdin.on("close", resolve).resume());
+await Promise.allSettled([direct.end(), viaProxy.end()]);
+emit({ e: "exit" });
