@@ -104,6 +104,8 @@ async function withPglock() {
   await locker.close();
 }
 
+const quieted = new WeakSet<object>();
+
 /** The broken variants' own lock code, written as the bugs they emulate. */
 async function withBrokenRawLocks() {
   while (!stopping) {
@@ -112,7 +114,10 @@ async function withBrokenRawLocks() {
       await sleep(50);
       continue;
     }
-    client.on("error", () => {});
+    if (!quieted.has(client)) {
+      quieted.add(client);
+      client.on("error", () => {});
+    }
     let held = false;
     try {
       // Bug: a client-side timeout, after which the server-side wait goes on and may be granted later.
