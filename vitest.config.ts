@@ -6,6 +6,7 @@ export default defineConfig({
   test: {
     globalSetup: ["test/support/global-setup.ts"],
     include: ["test/**/*.test.ts"],
+    exclude: ["test/pgbouncer/**", "**/node_modules/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",

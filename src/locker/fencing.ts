@@ -1,8 +1,8 @@
 /**
  * Fencing tokens: a number per key that strictly increases with every grant, so a resource can
  * refuse a write from a holder whose lock was lost meanwhile (a paused process, a cut connection).
- * The counter is a row per key, incremented by the holder while it holds the exclusive lock, so the
- * order of tokens is the order of grants. The table:
+ * The counter is a row per key, incremented by the holder while it holds the exclusive lock, on the
+ * very session that holds it, so the order of tokens is the order of grants. The table:
  *
  *   CREATE TABLE IF NOT EXISTS pglock_fencing (
  *     lock_key text PRIMARY KEY,          -- "123" for an int64 key, "1,2" for a pair

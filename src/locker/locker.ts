@@ -298,9 +298,16 @@ export class Locker {
     }
   }
 
+  /**
+   * The token is drawn on the session that holds the lock: if that session has died, the statement
+   * fails, so a holder that lost its lock can never draw a token after (and so above) its successor.
+   */
   async #issueToken(holder: Holder) {
     try {
-      const slot = await this.#sessions.forShortStatement(this.#closing.signal);
+      const slot = this.#keys.get(holder.key.identity)?.slot;
+      if (!slot || holder.signal.aborted)
+        throw holder.signal.reason ?? new LockLostError(`lock ${holder.key} was lost`);
+      this.#sessions.use(slot);
       try {
         holder.fencingToken = await this.#fencing.next(slot.session, holder.key);
       } finally {

@@ -61,6 +61,7 @@ export function pgDriver(db: unknown, what: string): Driver {
           client,
           () => client.release(),
           (cause) => client.release(cause),
+          true,
         );
       },
     };
@@ -79,7 +80,7 @@ export function pgDriver(db: unknown, what: string): Driver {
         clientsInUse.add(client);
         const free = () => clientsInUse.delete(client);
         // The caller owns the client: pglock never ends it, even when its session is broken.
-        return new PgConnection(client, free, free);
+        return new PgConnection(client, free, free, false);
       },
     };
   }
@@ -98,8 +99,12 @@ class PgConnection implements DriverConnection {
   #ended = false;
   #detached = false;
 
-  constructor(client: PgClient, onRelease: () => void, onDestroy: (cause: Error) => void) {
+  readonly #ends: boolean;
+
+  /** `ends`: whether destroy() ends the connection (a pool's) or leaves it to its owner (a caller's client). */
+  constructor(client: PgClient, onRelease: () => void, onDestroy: (cause: Error) => void, ends: boolean) {
     this.#client = client;
+    this.#ends = ends;
     this.#onRelease = onRelease;
     this.#onDestroy = onDestroy;
     // A checked-out pg client with no 'error' listener crashes the process when its socket fails.
@@ -160,7 +165,9 @@ class PgConnection implements DriverConnection {
         message.writeInt32BE(CANCEL_REQUEST_CODE, 4);
         message.writeInt32BE(processID, 8);
         message.writeInt32BE(secretKey, 12);
-        socket.end(message);
+        // Write, then wait for the peer to close: half-closing at once crashes PgBouncer 1.18
+        // ("bad client state" while it still forwards the request), and the close is our receipt.
+        socket.write(message);
       });
       socket.on("error", (error) => {
         clearTimeout(timer);
@@ -170,6 +177,7 @@ class PgConnection implements DriverConnection {
         clearTimeout(timer);
         resolve();
       });
+      socket.on("end", () => socket.end());
       socket.resume();
     });
   }
@@ -188,7 +196,7 @@ class PgConnection implements DriverConnection {
   }
 
   async destroy(cause: Error) {
-    const wasEnded = this.#ended;
+    const wasEnded = this.#ended || !this.#ends;
     this.#detach();
     const ended = wasEnded
       ? Promise.resolve()
