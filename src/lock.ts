@@ -5,7 +5,7 @@
 import { releaseLevel, releaseLevels, tryLock, waitForLock } from "./acquire.js";
 import { ClosedError, ConnectionError, LockNotHeldError } from "./errors.js";
 import { type LockKey, type LockKeyInput, lockKey } from "./key.js";
-import { pgDriver } from "./session/pg.js";
+import { driverFor } from "./session/drivers.js";
 import { Session } from "./session/session.js";
 import { linkSignals, sharedController } from "./signals.js";
 import type { LockMode } from "./sql.js";
@@ -37,7 +37,7 @@ export async function newLock(db: unknown, key: LockKeyInput, options: NewLockOp
   const normalized = lockKey(key);
   const signal = checkSignal(options.signal, "newLock");
   const applicationName = checkString(options.applicationName, "newLock", "applicationName") ?? "pglock";
-  const driver = pgDriver(db, "newLock");
+  const driver = driverFor(db, "newLock", { allowClient: true });
   if (signal?.aborted) throw signal.reason;
   const opening = Session.open(driver, { applicationName });
   if (!signal) return new Lock(await opening, normalized);

@@ -4,13 +4,13 @@
  * is on the server. Loss of a session aborts the signal of every handle it carried.
  */
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
-import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, LockTimeoutError } from "../errors.js";
-import { describe, type LockKey, type LockKeyInput } from "../key.js";
+import { ClosedError, ConnectionError, LockLostError, LockTimeoutError } from "../errors.js";
+import type { LockKey, LockKeyInput } from "../key.js";
 import { LeaderElection } from "../patterns/leader.js";
 import { notifierOf } from "../patterns/notifier.js";
 import { Semaphore } from "../patterns/semaphore.js";
 import type { Driver } from "../session/driver.js";
-import { isPgPool, pgDriver } from "../session/pg.js";
+import { driverFor } from "../session/drivers.js";
 import { Session } from "../session/session.js";
 import { linkSignals, sharedController, timeoutSignal } from "../signals.js";
 import type { LockMode, Statement } from "../sql.js";
@@ -115,7 +115,6 @@ export class Locker {
   /** @internal use {@link createLocker} */
   constructor(pool: unknown, options: LockerOptions = {}) {
     optionsObject(options, "createLocker");
-    if (!isPgPool(pool)) throw new InvalidArgumentError(`createLocker: expected a pg.Pool, got ${describe(pool)}`);
     const maxSessions = checkInteger(options.maxSessions, "createLocker", "options.maxSessions", 1) ?? 4;
     const keepaliveMs = checkMs(options.keepaliveMs, "createLocker", "keepaliveMs") ?? 10_000;
     const probeTimeoutMs = checkMs(options.probeTimeoutMs, "createLocker", "probeTimeoutMs") ?? 5_000;
@@ -124,7 +123,7 @@ export class Locker {
     this.#fencing = new FencingTokens(
       checkTableName(options.fencingTable, "createLocker", "fencingTable") ?? "pglock_fencing",
     );
-    this.#driver = pgDriver(pool, "createLocker");
+    this.#driver = driverFor(pool, "createLocker", { allowClient: false });
     this.#applicationName = applicationName;
     this.#sessions = new SessionPool(this.#driver, {
       maxSessions,

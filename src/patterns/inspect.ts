@@ -2,9 +2,9 @@
  * Who holds and who awaits which advisory lock, from pg_locks joined with pg_stat_activity.
  * https://www.postgresql.org/docs/current/view-pg-locks.html
  */
-import { InvalidArgumentError } from "../errors.js";
-import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
-import { isPgClient, isPgPool } from "../session/pg.js";
+import { type LockKey, type LockKeyInput, lockKey } from "../key.js";
+import { driverFor } from "../session/drivers.js";
+import { Session } from "../session/session.js";
 import { lockTag } from "../sql.js";
 import { optionsObject } from "../validate.js";
 
@@ -26,22 +26,24 @@ export interface InspectOptions {
   key?: LockKeyInput;
 }
 
-interface Queryable {
-  query(text: string, values: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
-}
-
 /**
  * The advisory locks of the current database, held and awaited: granted first, then waiters in the
  * order they began to wait. `db` is a `pg.Pool` or a connected `pg.Client`.
  */
 export async function inspectLocks(db: unknown, options: InspectOptions = {}): Promise<AdvisoryLockInfo[]> {
   optionsObject(options, "inspectLocks");
-  if (!isPgPool(db) && !isPgClient(db)) {
-    throw new InvalidArgumentError(`inspectLocks: expected a pg.Pool or a pg.Client, got ${describe(db)}`);
-  }
+  const driver = driverFor(db, "inspectLocks", { allowClient: true });
   const key = options.key === undefined ? undefined : lockKey(options.key);
-  const queryable = db as unknown as Queryable;
-  const { rows: version } = await queryable.query("SELECT current_setting('server_version_num')::int AS v", []);
+  const session = await Session.open(driver);
+  try {
+    return await inspect(session, key);
+  } finally {
+    await session.release();
+  }
+}
+
+async function inspect(session: Session, key: LockKey | undefined): Promise<AdvisoryLockInfo[]> {
+  const version = await session.query({ text: "SELECT current_setting('server_version_num')::int AS v", values: [] });
   // pg_locks.waitstart arrived in PostgreSQL 14; before it, the wait's start is unknown.
   const waitstart = Number(version[0]?.v) >= 140000 ? "l.waitstart" : "NULL::timestamptz";
   const values: unknown[] = [];
@@ -50,8 +52,8 @@ export async function inspectLocks(db: unknown, options: InspectOptions = {}): P
     values.push(...lockTag(key));
     filter = "AND l.classid = $1::oid AND l.objid = $2::oid AND l.objsubid = $3::int2";
   }
-  const { rows } = await queryable.query(
-    `SELECT l.classid::text AS classid, l.objid::text AS objid, l.objsubid, l.mode, l.granted, l.pid,
+  const rows = await session.query({
+    text: `SELECT l.classid::text AS classid, l.objid::text AS objid, l.objsubid, l.mode, l.granted, l.pid,
             a.usename AS user, a.application_name, a.client_addr::text AS client_address, ${waitstart} AS waiting_since
        FROM pg_catalog.pg_locks l
        LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
@@ -60,7 +62,7 @@ export async function inspectLocks(db: unknown, options: InspectOptions = {}): P
         ${filter}
       ORDER BY l.granted DESC, ${waitstart} NULLS FIRST, l.pid`,
     values,
-  );
+  });
   return rows.map((row) => ({
     key: decodeKey(String(row.classid), String(row.objid), Number(row.objsubid)),
     mode: row.mode === "ShareLock" ? "shared" : "exclusive",
