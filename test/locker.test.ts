@@ -10,7 +10,7 @@ import {
   newLock,
   PglockError,
 } from "pglock";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FaultProxy } from "../tools/chaos/fault-proxy.js";
 import {
   databaseUrl,
@@ -22,16 +22,7 @@ import {
   uniqueKey,
   uniqueName,
 } from "./support/db.js";
-
-const lockers: Locker[] = [];
-afterEach(async () => {
-  await Promise.all(lockers.splice(0).map((locker) => locker.close()));
-});
-function makeLocker(options: Parameters<typeof createLocker>[1] = {}, pool = makePool()) {
-  const locker = createLocker(pool, options);
-  lockers.push(locker);
-  return locker;
-}
+import { makeLocker } from "./support/lockers.js";
 
 describe("Locker: semantics", () => {
   it("two handles on one key in one Locker conflict as two processes would", async () => {

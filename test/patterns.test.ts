@@ -11,18 +11,9 @@ import {
   Semaphore,
   withXactLock,
 } from "pglock";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
-
-const lockers: Locker[] = [];
-afterEach(async () => {
-  await Promise.all(lockers.splice(0).map((locker) => locker.close()));
-});
-function makeLocker(options: Parameters<typeof createLocker>[1] = {}, pool = makePool()) {
-  const locker = createLocker(pool, options);
-  lockers.push(locker);
-  return locker;
-}
+import { makeLocker } from "./support/lockers.js";
 
 describe("tryWithLock", () => {
   it("runs the function only when the lock is free", async () => {

@@ -84,6 +84,30 @@ export async function acquireAll(
   }
 }
 
+/** `withLock` for any Locker: takes the lock, runs `fn` holding it, releases in every path. */
+export async function withLock<T, O>(
+  locker: { acquire(key: LockKeyInput, options: O): Promise<LockHandle> },
+  key: LockKeyInput,
+  fn: (signal: AbortSignal) => Promise<T> | T,
+  options: O,
+): Promise<T> {
+  checkFn(fn, "withLock");
+  return runHolding(await locker.acquire(key, options), fn);
+}
+
+/** `tryWithLock` for any Locker: runs `fn` only if the lock is free now. */
+export async function tryWithLock<T, O>(
+  locker: { tryAcquire(key: LockKeyInput, options: O): Promise<LockHandle | null> },
+  key: LockKeyInput,
+  fn: (signal: AbortSignal) => Promise<T> | T,
+  options: O,
+): Promise<{ acquired: false } | { acquired: true; value: T }> {
+  checkFn(fn, "tryWithLock");
+  const handle = await locker.tryAcquire(key, options);
+  if (!handle) return { acquired: false };
+  return { acquired: true, value: await runHolding(handle, fn) };
+}
+
 /** Runs `fn` holding `handle`, releases in every path, and reports a loss that happened before `fn` settled. */
 export async function runHolding<T>(handle: LockHandle, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
   let outcome: { ok: true; value: T } | { ok: false; error: unknown };

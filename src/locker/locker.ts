@@ -16,7 +16,7 @@ import { linkSignals, sharedController, timeoutSignal } from "../signals.js";
 import type { LockMode, Statement } from "../sql.js";
 import * as sql from "../sql.js";
 import { checkInteger, checkMs, checkString, checkTableName, optionsObject } from "../validate.js";
-import { acquireAll, checkFn, type LockGroup, parseAcquire, runHolding } from "./compose.js";
+import { acquireAll, type LockGroup, parseAcquire, tryWithLock, withLock } from "./compose.js";
 import { publishAcquired, publishLost, publishReleased } from "./events.js";
 import { FencingTokens } from "./fencing.js";
 import type { LockHandle } from "./handle.js";
@@ -186,9 +186,7 @@ export class Locker {
     fn: (signal: AbortSignal) => Promise<T> | T,
     options: AcquireOptions = {},
   ): Promise<T> {
-    checkFn(fn, "withLock");
-    const handle = await this.acquire(key, options);
-    return runHolding(handle, fn);
+    return withLock(this, key, fn, options);
   }
 
   /**
@@ -201,10 +199,7 @@ export class Locker {
     fn: (signal: AbortSignal) => Promise<T> | T,
     options: TryAcquireOptions = {},
   ): Promise<{ acquired: false } | { acquired: true; value: T }> {
-    checkFn(fn, "tryWithLock");
-    const handle = await this.tryAcquire(key, options);
-    if (!handle) return { acquired: false };
-    return { acquired: true, value: await runHolding(handle, fn) };
+    return tryWithLock(this, key, fn, options);
   }
 
   /**

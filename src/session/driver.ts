@@ -2,7 +2,7 @@ import type { Statement } from "../sql.js";
 
 /**
  * What pglock needs from a database driver: one dedicated server session. Everything above this
- * interface is driver-agnostic; each driver (node-postgres, later postgres.js) implements it once.
+ * interface is driver-agnostic; each driver (node-postgres today) implements it once.
  */
 export interface DriverConnection {
   /** Runs one statement; resolves with its rows. Rejects with the driver's error (SQLSTATE in `code`). */

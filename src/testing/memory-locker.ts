@@ -9,7 +9,7 @@ import { EventEmitter } from "node:events";
 import { ClosedError, LockLostError, LockTimeoutError } from "../errors.js";
 import type { LockKey, LockKeyInput } from "../key.js";
 import { lockKey } from "../key.js";
-import { acquireAll, checkFn, type LockGroup, parseAcquire, runHolding } from "../locker/compose.js";
+import { acquireAll, type LockGroup, parseAcquire, tryWithLock, withLock } from "../locker/compose.js";
 import type { LockHandle } from "../locker/handle.js";
 import type { AcquireOptions, LockerStats, TryAcquireOptions } from "../locker/locker.js";
 import { LeaderElection } from "../patterns/leader.js";
@@ -103,8 +103,7 @@ export class MemoryLocker {
   }
 
   async withLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options: AcquireOptions = {}) {
-    checkFn(fn, "withLock");
-    return runHolding(await this.acquire(key, options), fn);
+    return withLock(this, key, fn, options);
   }
 
   async tryWithLock<T>(
@@ -112,10 +111,7 @@ export class MemoryLocker {
     fn: (signal: AbortSignal) => Promise<T> | T,
     options: TryAcquireOptions = {},
   ): Promise<{ acquired: false } | { acquired: true; value: T }> {
-    checkFn(fn, "tryWithLock");
-    const handle = await this.tryAcquire(key, options);
-    if (!handle) return { acquired: false };
-    return { acquired: true, value: await runHolding(handle, fn) };
+    return tryWithLock(this, key, fn, options);
   }
 
   acquireAll(keys: readonly LockKeyInput[], options: AcquireOptions = {}): Promise<LockGroup> {
