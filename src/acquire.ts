@@ -30,7 +30,8 @@ export interface AcquireOptions {
  * Waits on the server until the lock is granted. If the signal aborts, the wait is cancelled on the
  * server and this rejects with `signal.reason`, the session holding exactly what it held before: a
  * grant that won the race is released, and after a cancel error pg_locks says whether PostgreSQL
- * granted the lock anyway (it can: https://www.postgresql.org/docs/current/explicit-locking.html).
+ * granted the lock anyway (it can: when the cancel is processed after another backend granted the
+ * wait, PostgreSQL's LockErrorCleanup keeps the lock and the statement still fails with 57014).
  */
 export async function waitForLock(session: Session, key: LockKey, mode: LockMode, options: AcquireOptions = {}) {
   const { signal } = options;
