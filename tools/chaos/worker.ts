@@ -1,6 +1,6 @@
 /**
  * A chaos worker: increments a counter row by reading it and writing back n + 1, protected only by
- * the advisory lock, each write guarded by the handle's fencing token. Every event goes to stdout as
+ * the advisory lock, each read-modify-write fenced by the handle's fencing token. Every event goes to stdout as
  * a JSON line with a monotonic timestamp (process.hrtime.bigint() is one clock for all processes of
  * a machine). On SIGTERM it stops taking the lock, says "idle", and exits when stdin closes.
  *
@@ -31,22 +31,35 @@ process.on("SIGTERM", () => {
   stopping = true;
 });
 
-/** The critical section: read, pause, write n + 1 guarded by the token, record the increment. */
+/**
+ * The critical section: read n, pause, write n + 1, record the increment. With a token, the read
+ * claims it (the row keeps the highest token that read it) and the write lands only if no newer
+ * holder has claimed since: a holder that lost its lock can neither write after its successor read,
+ * nor overwrite its successor's write. (Guarding only the write would let a stale holder write
+ * between its successor's read and write: a lost update.)
+ */
 async function increment(token: bigint | undefined, lost: AbortSignal | undefined) {
-  const { rows } = await direct.query("SELECT n FROM chaos_counter WHERE id = 1");
-  const n = Number(rows[0].n);
-  await sleep(Math.random() * (broken ? 20 : 4));
+  const read =
+    token === undefined
+      ? await direct.query("SELECT n FROM chaos_counter WHERE id = 1")
+      : await direct.query("UPDATE chaos_counter SET token = $1 WHERE id = 1 AND token < $1 RETURNING n", [
+          String(token),
+        ]);
+  if (read.rowCount !== 1) {
+    emit({ e: "fenced", token: String(token) });
+    return;
+  }
+  const n = Number(read.rows[0].n);
+  await sleep(Math.random() * (broken ? 40 : 4));
   if (lost?.aborted) return;
   const client = await direct.connect();
+  client.on("error", () => {}); // a server restart must not crash the worker through a checked-out client
   try {
     await client.query("BEGIN");
     const update =
       token === undefined
         ? await client.query("UPDATE chaos_counter SET n = $1 WHERE id = 1", [n + 1])
-        : await client.query("UPDATE chaos_counter SET n = $1, token = $2 WHERE id = 1 AND token < $2", [
-            n + 1,
-            String(token),
-          ]);
+        : await client.query("UPDATE chaos_counter SET n = $1 WHERE id = 1 AND token = $2", [n + 1, String(token)]);
     if (update.rowCount === 1) {
       await client.query("INSERT INTO chaos_increments (worker, n, token) VALUES ($1, $2, $3)", [
         id,
@@ -90,8 +103,9 @@ async function withPglock() {
       continue;
     }
     emit({ e: "granted", token: handle.fencingToken === undefined ? null : String(handle.fencingToken) });
+    // A library that ignores loss never tells its caller: its holder goes on to "releasing".
     const onLost = () => emit({ e: "lost" });
-    handle.signal.addEventListener("abort", onLost, { once: true });
+    if (broken !== "ignore-loss") handle.signal.addEventListener("abort", onLost, { once: true });
     try {
       await increment(handle.fencingToken, broken === "ignore-loss" ? undefined : handle.signal);
     } catch (error) {
