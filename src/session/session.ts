@@ -197,10 +197,7 @@ export class Session {
     );
   }
 
-  /**
-   * Sends the head job and the batchable jobs right behind it as one statement. If that statement
-   * fails, each job runs again on its own, so one op's error never becomes another's.
-   */
+  /** Sends the head job and the batchable jobs right behind it as one statement. */
   #runBatch(head: Job) {
     const jobs = [head];
     while (jobs.length < MAX_BATCH && this.#queue[0]?.options.batch) jobs.push(this.#queue.shift() as Job);
@@ -219,15 +216,14 @@ export class Session {
       },
       (error) => {
         this.#running = undefined;
-        if (endsSession(error)) {
-          if (!this.#lost.signal.aborted) void this.discard(new ConnectionError(describeEnd(error), { cause: error }));
-          for (const job of jobs) this.#settle(job, { status: "failed", error: this.#lost.signal.reason });
-        } else {
-          for (const job of jobs.reverse()) {
-            job.options = { ...job.options, batch: undefined };
-            this.#queue.unshift(job);
-          }
+        // Session-level advisory locks ignore statement failure: the ops before the failing one took
+        // or released their locks anyway. What this session holds is uncertain, so it ends, which
+        // releases everything it held; its holders learn of the loss.
+        if (!this.#lost.signal.aborted) {
+          const message = endsSession(error) ? describeEnd(error) : "a batched lock statement failed";
+          void this.discard(new ConnectionError(message, { cause: error }));
         }
+        for (const job of jobs) this.#settle(job, { status: "failed", error });
         this.#pump();
       },
     );

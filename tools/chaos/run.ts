@@ -149,7 +149,13 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
   const counter = Number((await admin.query("SELECT n FROM chaos_counter WHERE id = 1")).rows[0].n);
   const increments = (await admin.query("SELECT n::int AS n, token::text AS token FROM chaos_increments")).rows;
   violations.push(...counterViolations(counter, increments));
-  violations.push(...overlaps(intervals(events), faults));
+  const overlapping = overlaps(intervals(events), faults);
+  violations.push(...overlapping);
+  if (overlapping.length > 0 && process.env.CHAOS_DEBUG) {
+    const sorted = [...events].sort((a, b) => (a.t < b.t ? -1 : 1));
+    for (const event of sorted) console.log(JSON.stringify({ ...event, t: String(event.t) }));
+    for (const fault of faults) console.log(JSON.stringify({ fault: fault.kind, t: String(fault.t), w: fault.worker }));
+  }
   await admin.end();
   await proxy.stop();
   await server.stop();
