@@ -77,12 +77,12 @@ export function lockTag(key: LockKey): [string, string, number] {
 }
 
 /**
- * One row: the backend's pid, whether the server is a standby (where advisory locks exclude nobody
+ * One row: whether the server is a standby (where advisory locks exclude nobody
  * on the primary), and, when `applicationName` is given, the previous application_name, which it
  * replaces for this session.
  */
 export function describeSession(applicationName?: string): Statement {
-  const base = "SELECT pg_catalog.pg_backend_pid() AS pid, pg_catalog.pg_is_in_recovery() AS in_recovery";
+  const base = "SELECT pg_catalog.pg_is_in_recovery() AS in_recovery";
   if (applicationName === undefined) return { text: base, values: [] };
   return {
     text:

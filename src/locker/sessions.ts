@@ -48,10 +48,6 @@ export class SessionPool {
     return this.#slots.size;
   }
 
-  get slots(): ReadonlySet<Slot> {
-    return this.#slots;
-  }
-
   /** A session for a short statement: the least busy non-waiting one, or a new one while under the cap. */
   async forShortStatement(signal: AbortSignal): Promise<Slot> {
     for (;;) {

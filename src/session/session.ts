@@ -50,7 +50,6 @@ interface Job {
 }
 
 export class Session {
-  readonly pid: number;
   readonly #connection: DriverConnection;
   readonly #queue: Job[] = [];
   readonly #lost = new AbortController();
@@ -61,12 +60,11 @@ export class Session {
   #probeTimeoutMs = 0;
   #closed = false;
 
-  private constructor(connection: DriverConnection, pid: number) {
+  private constructor(connection: DriverConnection) {
     this.#connection = connection;
-    this.pid = pid;
   }
 
-  /** Connects, learns the backend pid, refuses a standby, and sets application_name if pglock owns the connection. */
+  /** Connects, refuses a standby, and sets application_name if pglock owns the connection. */
   static async open(driver: Driver, options: SessionOptions = {}): Promise<Session> {
     let connection: DriverConnection;
     try {
@@ -87,7 +85,7 @@ export class Session {
       await connection.release();
       throw new ReadOnlyServerError();
     }
-    const session = new Session(connection, Number(row?.pid));
+    const session = new Session(connection);
     if (applicationName !== undefined) session.#previousApplicationName = String(row?.previous_application_name);
     connection.onEnd((cause) => session.#markLost(new ConnectionError(describeEnd(cause), { cause })));
     if (options.keepaliveMs && options.keepaliveMs > 0) {
