@@ -50,6 +50,8 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
   const violations: string[] = [];
   const workers = new Map<number, ChildProcess>();
   const idle = new Set<number>();
+  /** Workers that have their SIGTERM handler (they say "start" after installing it). */
+  const ready = new WeakSet<ChildProcess>();
   const exited = new Map<number, Promise<number | null>>();
 
   const start = (id: number) => {
@@ -71,6 +73,7 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
         const parsed = { ...event, t: BigInt(event.t) } as Event;
         events.push(parsed);
         if (parsed.e === "idle") idle.add(id);
+        if (parsed.e === "start") ready.add(child);
         if (parsed.e === "unhandled") violations.push(`worker ${id}: unhandled rejection: ${String(parsed.message)}`);
       } catch {
         // not an event line
@@ -123,7 +126,10 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
     }
   }
 
-  // Stop: every worker stops taking the lock and says "idle" (believing it holds nothing).
+  // Stop: every worker stops taking the lock and says "idle" (believing it holds nothing). A worker
+  // restarted by the last fault may still be loading: SIGTERM would kill it before its handler exists.
+  const readyBy = Date.now() + 30_000;
+  while ([...workers.values()].some((child) => !ready.has(child)) && Date.now() < readyBy) await sleep(50);
   for (const child of workers.values()) child.kill("SIGTERM");
   const idleBy = Date.now() + 30_000;
   while (idle.size < WORKERS && Date.now() < idleBy) await sleep(50);
