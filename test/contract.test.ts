@@ -1,5 +1,6 @@
-// One set of behavioural cases, run against the real Locker (PostgreSQL) and the in-memory test
-// double, so that the double users test with cannot drift from what production does.
+// One set of behavioural cases, run against the real Locker on each driver (pg, postgres.js) and
+// against the in-memory test double, so that neither a driver nor the double users test with can
+// drift from what production does.
 
 import {
   ClosedError,
@@ -12,8 +13,9 @@ import {
   type MemoryLocker,
   MemoryLockServer,
 } from "pglock";
+import postgres from "postgres";
 import { afterEach, describe, expect, it } from "vitest";
-import { eventually, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { eventually, makePool, makeSql, sleep, uniqueKey, uniqueName } from "./support/db.js";
 
 type AnyLocker = ReturnType<typeof createLocker> | MemoryLocker;
 
@@ -32,6 +34,29 @@ function postgresPg(): Implementation {
     make() {
       const app = uniqueName();
       const locker = createLocker(makePool(), { applicationName: app });
+      made.push([locker, app]);
+      return locker;
+    },
+    async lose(locker) {
+      const app = made.find(([l]) => l === locker)?.[1];
+      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [app]);
+    },
+    async cleanup() {
+      await Promise.all(made.map(([locker]) => locker.close()));
+    },
+  };
+}
+
+function postgresJs(): Implementation {
+  const made: [AnyLocker, string][] = [];
+  const admin = makePool({ max: 1 });
+  return {
+    make() {
+      const app = uniqueName();
+      // A caller's transform and types must not change what pglock reads.
+      const locker = createLocker(makeSql({ transform: postgres.camel, types: { bigint: postgres.BigInt } }), {
+        applicationName: app,
+      });
       made.push([locker, app]);
       return locker;
     },
@@ -65,6 +90,7 @@ function memory(): Implementation {
 
 describe.each([
   ["PostgreSQL Locker (pg)", postgresPg],
+  ["PostgreSQL Locker (postgres.js)", postgresJs],
   ["in-memory Locker", memory],
 ])("%s", (_name, implementation) => {
   let impl: Implementation;

@@ -2,10 +2,11 @@
  * The node-postgres (`pg` 8.x) driver. Structural types only: pglock never imports `pg`, it uses
  * the pool or client the caller passes in.
  */
-import { connect as netConnect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { ConnectionError, InvalidArgumentError } from "../errors.js";
 import { describe } from "../key.js";
 import type { Statement } from "../sql.js";
+import { CANCEL_TIMEOUT_MS, sendCancelRequest } from "./cancel-request.js";
 import type { Driver, DriverConnection } from "./driver.js";
 
 /** The part of a `pg.Client` pglock uses. */
@@ -87,9 +88,6 @@ export function pgDriver(db: unknown, what: string): Driver {
   throw new InvalidArgumentError(`${what}: expected a pg.Pool or a connected pg.Client, got ${describe(db)}`);
 }
 
-const CANCEL_REQUEST_CODE = 80877102;
-const CANCEL_TIMEOUT_MS = 5_000;
-
 class PgConnection implements DriverConnection {
   readonly #client: PgClient;
   readonly #onRelease: () => void;
@@ -142,44 +140,16 @@ class PgConnection implements DriverConnection {
     stream?.setKeepAlive?.(true, initialDelayMs);
   }
 
-  /**
-   * A CancelRequest message on its own connection (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-CANCELING-REQUESTS).
-   * pg's own Client#cancel reads deprecated internals; this needs only the backend key data.
-   * The server closes the socket after signalling the backend, which is when this resolves.
-   */
   cancel(): Promise<void> {
     const { processID, secretKey, host, port } = this.#client;
     if (processID == null || secretKey == null) {
       return Promise.reject(new ConnectionError("cannot cancel: the session has no backend key"));
     }
-    return new Promise((resolve, reject) => {
-      const socket =
-        host?.startsWith("/") === true ? netConnect(`${host}/.s.PGSQL.${port}`) : netConnect(port ?? 5432, host);
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new ConnectionError(`the cancel request got no answer within ${CANCEL_TIMEOUT_MS} ms`));
-      }, CANCEL_TIMEOUT_MS);
-      socket.on("connect", () => {
-        const message = Buffer.alloc(16);
-        message.writeInt32BE(16, 0);
-        message.writeInt32BE(CANCEL_REQUEST_CODE, 4);
-        message.writeInt32BE(processID, 8);
-        message.writeInt32BE(secretKey, 12);
-        // Write, then wait for the peer to close: half-closing at once crashes PgBouncer 1.18
-        // ("bad client state" while it still forwards the request), and the close is our receipt.
-        socket.write(message);
-      });
-      socket.on("error", (error) => {
-        clearTimeout(timer);
-        reject(new ConnectionError("the cancel request failed", { cause: error }));
-      });
-      socket.on("close", () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      socket.on("end", () => socket.end());
-      socket.resume();
-    });
+    const target =
+      host?.startsWith("/") === true
+        ? { path: `${host}/.s.PGSQL.${port}` }
+        : { host: host ?? "localhost", port: port ?? 5432 };
+    return sendCancelRequest(target, { processId: processID, secretKey });
   }
 
   #detach() {

@@ -79,7 +79,11 @@ export class Session {
       [row] = await connection.query(statement);
     } catch (error) {
       await connection.destroy(error instanceof Error ? error : new Error(String(error)));
-      throw asConnectionError(error, "could not set up the PostgreSQL session");
+      // postgres.js connects on the first statement: a failure without a SQLSTATE is a failed connect.
+      throw asConnectionError(
+        error,
+        endsSession(error) ? "could not connect to PostgreSQL" : "could not set up the PostgreSQL session",
+      );
     }
     if (row?.in_recovery === true) {
       await connection.release();

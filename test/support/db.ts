@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import postgres from "postgres";
 import { afterAll, inject } from "vitest";
 
 export function databaseUrl(): string {
@@ -7,8 +8,9 @@ export function databaseUrl(): string {
 }
 
 const pools: pg.Pool[] = [];
+const sqls: postgres.Sql[] = [];
 afterAll(async () => {
-  await Promise.all(pools.splice(0).map((pool) => pool.end()));
+  await Promise.all([...pools.splice(0).map((pool) => pool.end()), ...sqls.splice(0).map((sql) => sql.end())]);
 });
 
 /** A pool that is ended after the test file; its sessions carry `application_name`. */
@@ -18,6 +20,19 @@ export function makePool(config: pg.PoolConfig = {}): pg.Pool {
   pools.push(pool);
   return pool;
 }
+
+/** A postgres.js instance that is ended after the test file. */
+export function makeSql(options: postgres.Options<Record<string, postgres.PostgresType>> = {}): postgres.Sql {
+  const sql = postgres(databaseUrl(), { onnotice: () => {}, ...options });
+  sqls.push(sql as unknown as postgres.Sql);
+  return sql as unknown as postgres.Sql;
+}
+
+/** The drivers pglock supports, each as a factory of the handle a caller passes to newLock or createLocker. */
+export const drivers = [
+  { name: "pg.Pool", connect: (): unknown => makePool() },
+  { name: "postgres.js", connect: (): unknown => makeSql() },
+];
 
 /** A random int64 key, so that test files running in parallel never share a lock. */
 export function uniqueKey(): bigint {
