@@ -111,6 +111,25 @@ export function xactLock(key: LockKey, mode: LockMode): Statement {
   return { text: `SELECT pg_catalog.pg_advisory_xact_lock${suffix(mode)}(${args}) IS NULL AS ok`, values };
 }
 
+/** One row `{ ok }`: whether the transaction-level lock was taken without waiting (pg_try_advisory_xact_lock). */
+export function tryXactLock(key: LockKey, mode: LockMode): Statement {
+  const { args, values } = keyArgs(key);
+  return { text: `SELECT pg_catalog.pg_try_advisory_xact_lock${suffix(mode)}(${args}) AS ok`, values };
+}
+
+/**
+ * Sets lock_timeout until the end of the transaction (SET LOCAL; undone with a savepoint rolled back
+ * to) and returns the value it had, to put back. https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-LOCK-TIMEOUT
+ */
+export function setLocalLockTimeout(value: string): Statement {
+  return {
+    text:
+      "SELECT pg_catalog.current_setting('lock_timeout') AS previous, " +
+      "pg_catalog.set_config('lock_timeout', $1, true) AS lock_timeout",
+    values: [value],
+  };
+}
+
 // Savepoint names are identifiers, never parameters; pglock passes only its own constant.
 export function savepoint(name: string): Statement {
   return { text: `SAVEPOINT ${name}`, values: [] };

@@ -12,7 +12,7 @@ import {
   withXactLock,
 } from "pglock";
 import { describe, expect, it } from "vitest";
-import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { databaseUrl, eventually, locksOnKey, makePool, makeSql, sleep, uniqueKey, uniqueName } from "./support/db.js";
 import { makeLocker } from "./support/lockers.js";
 
 describe("tryWithLock", () => {
@@ -150,6 +150,78 @@ describe("withXactLock", () => {
       await c1.end();
       await c2.end();
     }
+  });
+
+  it("timeout 0 takes the lock only if it is free now; a refusal leaves the transaction usable", async () => {
+    const [c1, c2] = [await client(), await client()];
+    try {
+      const key = uniqueKey();
+      await c1.query("BEGIN");
+      expect(await withXactLock(c1, key, () => "free", { timeout: 0 })).toBe("free");
+      await c2.query("BEGIN");
+      const error = await withXactLock(c2, key, () => 1, { timeout: 0 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockTimeoutError);
+      expect((error as LockTimeoutError).timeoutMs).toBe(0);
+      expect((await c2.query("SELECT 1 AS one")).rows[0].one).toBe(1);
+      await c1.query("COMMIT");
+      await c2.query("COMMIT");
+    } finally {
+      await c1.end();
+      await c2.end();
+    }
+  });
+
+  it("postgres.js: in sql.begin, a timeout neither fails the transaction nor changes its lock_timeout", async () => {
+    const key = uniqueKey();
+    const table = uniqueName("xact_pgjs").replaceAll("-", "_");
+    const admin = makePool();
+    await admin.query(`CREATE TABLE ${table} (n int)`);
+    let holding!: () => void;
+    const held = new Promise<void>((resolve) => {
+      holding = resolve;
+    });
+    let finish!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    try {
+      const first = makeSql().begin(async (tx) => {
+        await withXactLock(tx, key, async () => holding());
+        await gate; // holds the lock until the gate opens, then commits
+      });
+      await held;
+      const second = await makeSql().begin(async (tx) => {
+        await expect(withXactLock(tx, key, () => 1, { timeout: 100 })).rejects.toBeInstanceOf(LockTimeoutError);
+        await expect(withXactLock(tx, key, () => 1, { timeout: 0 })).rejects.toMatchObject({ timeoutMs: 0 });
+        await tx.unsafe(`INSERT INTO ${table} VALUES (1)`);
+        const waiting = withXactLock(
+          tx,
+          key,
+          async () => (await tx.unsafe("SELECT current_setting('lock_timeout') AS v"))[0]?.v,
+          { timeout: 10_000 },
+        );
+        await sleep(50);
+        finish();
+        return await waiting;
+      });
+      await first;
+      expect(second).toBe("0"); // the server default, put back after the wait
+      expect((await admin.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n).toBe(1); // committed
+      expect(await locksOnKey(admin, key)).toEqual([]);
+    } finally {
+      finish();
+      await admin.query(`DROP TABLE ${table}`);
+    }
+  });
+
+  it("postgres.js: refuses the instance itself and an abort signal, with the reason", async () => {
+    const sql = makeSql();
+    await expect(withXactLock(sql, 1, () => {})).rejects.toThrow(/pass the transaction's sql/);
+    await sql.begin(async (tx) => {
+      await expect(withXactLock(tx, 1, () => {}, { signal: new AbortController().signal })).rejects.toThrow(
+        /signal is not supported on a postgres.js transaction/,
+      );
+    });
   });
 
   it("refuses a client that is not in a transaction", async () => {

@@ -1,7 +1,7 @@
 // What is particular to the postgres.js driver: each pglock session is a postgres.js instance of its
 // own (max: 1) built from the caller's options, so the caller's pool settings cannot end a session
 // that holds locks, and a session's end is seen even while it is idle.
-import { ConnectionError, createLocker, newLock } from "pglock";
+import { ConnectionError, createLocker, inspectLocks, newLock } from "pglock";
 import { describe, expect, it } from "vitest";
 import {
   eventually,
@@ -63,9 +63,12 @@ describe("postgres.js driver", () => {
     await sql`SELECT 1`;
     const before = sql.parameters.application_name;
     expect(before).toBe("postgres.js");
-    const locker = createLocker(sql, { applicationName: uniqueName() });
+    const app = uniqueName();
+    const locker = createLocker(sql, { applicationName: app });
     try {
       const handles = await Promise.all(Array.from({ length: 3 }, () => locker.acquire(uniqueKey())));
+      const mine = (await inspectLocks(sql)).filter((lock) => lock.applicationName === app);
+      expect(mine.map((lock) => lock.key.id).sort()).toEqual(handles.map((handle) => handle.key.id).sort());
       // pglock's sessions are not the caller's single connection, which stays free for the caller.
       const rows = await sql`SELECT 1 AS n`;
       expect(rows[0]?.n).toBe(1);

@@ -5,11 +5,13 @@
  */
 import { lockError } from "../acquire.js";
 import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
-import { describe, type LockKeyInput, lockKey } from "../key.js";
+import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
 import { sqlState } from "../session/driver.js";
 import { pgDriver } from "../session/pg.js";
+import { isPostgresJs } from "../session/postgres-js.js";
 import { Session } from "../session/session.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
+import type { LockMode } from "../sql.js";
 import * as sql from "../sql.js";
 import { checkBoolean, checkMs, checkSignal, optionsObject } from "../validate.js";
 
@@ -24,10 +26,14 @@ export interface XactLockOptions {
 const SAVEPOINT = "pglock_xact_lock";
 
 /**
- * Takes a transaction-level lock on `client`, which must be inside a transaction (after BEGIN),
- * then runs `fn`. The lock is held until the caller's transaction ends. The wait runs in a savepoint:
- * a timeout or abort cancels it and rolls back to the savepoint, which also undoes a grant that won
- * the race, so the caller's transaction is neither aborted nor left holding the lock.
+ * Takes a transaction-level lock on `client`, which must be inside a transaction, then runs `fn`.
+ * The lock is held until the caller's transaction ends. `client` is a `pg` client after BEGIN, or the
+ * `sql` a postgres.js `sql.begin(async (sql) => …)` callback receives.
+ *
+ * With `pg`, the wait runs in a savepoint: a timeout or abort cancels it and rolls back to the
+ * savepoint, which also undoes a grant that won the race, so the caller's transaction is neither
+ * aborted nor left holding the lock. With postgres.js, the wait runs in `sql.savepoint()` with the
+ * server's lock_timeout (an abort signal is refused: see {@link inPostgresJsTransaction}).
  *
  * @example
  * await client.query("BEGIN");
@@ -44,15 +50,45 @@ export async function withXactLock<T>(
   const normalized = lockKey(key);
   if (typeof fn !== "function")
     throw new InvalidArgumentError(`withXactLock: fn must be a function, got ${describe(fn)}`);
-  const shared = checkBoolean(options.shared, "withXactLock", "shared") ?? false;
+  const mode = (checkBoolean(options.shared, "withXactLock", "shared") ?? false) ? "shared" : "exclusive";
   const timeout = checkMs(options.timeout, "withXactLock", "timeout");
   const signal = checkSignal(options.signal, "withXactLock");
+  if (isPostgresJs(client)) {
+    throw new InvalidArgumentError(
+      "withXactLock: pass the transaction's sql (the argument of sql.begin's callback), not the postgres.js instance",
+    );
+  }
+  if (isPostgresJsTransaction(client)) {
+    if (signal) {
+      throw new InvalidArgumentError(
+        "withXactLock: options.signal is not supported on a postgres.js transaction (use options.timeout)",
+      );
+    }
+    await inPostgresJsTransaction(client, normalized, mode, timeout);
+    return fn();
+  }
   signal?.throwIfAborted();
   const session = await Session.open(pgDriver(client, "withXactLock"));
+  try {
+    await inPgTransaction(session, normalized, mode, timeout, signal);
+  } finally {
+    await session.release();
+  }
+  return fn();
+}
+
+async function inPgTransaction(
+  session: Session,
+  key: LockKey,
+  mode: LockMode,
+  timeout: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  // timeout 0 is a try-lock, which needs no deadline.
   const deadline =
-    timeout === undefined
+    timeout === undefined || timeout === 0
       ? undefined
-      : timeoutSignal(timeout, () => new LockTimeoutError(normalized.toString(), timeout));
+      : timeoutSignal(timeout, () => new LockTimeoutError(key.toString(), timeout));
   const linked = linkSignals(signal, deadline?.signal);
   try {
     try {
@@ -61,27 +97,84 @@ export async function withXactLock<T>(
       if (sqlState(error) === "25P01") {
         throw new InvalidArgumentError("withXactLock: the client is not in a transaction: call BEGIN first");
       }
-      throw lockError(error, normalized);
+      throw lockError(error, key);
     }
-    const outcome = await session.run(sql.xactLock(normalized, shared ? "shared" : "exclusive"), {
+    const statement = timeout === 0 ? sql.tryXactLock(key, mode) : sql.xactLock(key, mode);
+    const outcome = await session.run(statement, {
       signal: linked.signal,
       cancelOnAbort: true,
       waits: true,
     });
-    if (outcome.status === "done" && !linked.signal.aborted) {
+    // A wait that returned was granted; a try-lock says so in `ok`.
+    const granted = outcome.status === "done" && (timeout !== 0 || outcome.rows[0]?.ok === true);
+    if (granted && !linked.signal.aborted) {
       await session.query(sql.releaseSavepoint(SAVEPOINT));
-    } else {
-      // Rolling back to the savepoint ends the failed wait, and undoes a grant that raced the abort.
-      if (outcome.status !== "skipped") await session.query(sql.rollbackToSavepoint(SAVEPOINT));
-      if (linked.signal.aborted) throw linked.signal.reason;
-      const state = outcome.status === "failed" ? sqlState(outcome.error) : undefined;
-      if (state === "55P03" || state === "57014") throw new LockTimeoutError(normalized.toString(), undefined);
-      throw lockError(outcome.status === "failed" ? outcome.error : undefined, normalized);
+      return;
     }
+    // Rolling back to the savepoint ends the failed wait, and undoes a grant that raced the abort.
+    if (outcome.status !== "skipped") await session.query(sql.rollbackToSavepoint(SAVEPOINT));
+    if (outcome.status === "done" && !granted) throw new LockTimeoutError(key.toString(), 0);
+    if (linked.signal.aborted) throw linked.signal.reason;
+    const state = outcome.status === "failed" ? sqlState(outcome.error) : undefined;
+    if (state === "55P03" || state === "57014") throw new LockTimeoutError(key.toString(), undefined);
+    throw lockError(outcome.status === "failed" ? outcome.error : undefined, key);
   } finally {
     linked.dispose();
     deadline?.dispose();
-    await session.release();
   }
-  return fn();
+}
+
+/** The `sql` of a postgres.js `sql.begin` callback: it has `savepoint`, and neither `begin` nor `release`. */
+interface PostgresJsTransaction {
+  unsafe(text: string, values?: unknown[], options?: { prepare?: boolean }): PromiseLike<Record<string, unknown>[]>;
+  savepoint<T>(fn: (sql: PostgresJsTransaction) => Promise<T>): Promise<T>;
+}
+
+function isPostgresJsTransaction(value: unknown): value is PostgresJsTransaction {
+  const v = value as Partial<PostgresJsTransaction>;
+  return typeof value === "function" && typeof v.unsafe === "function" && typeof v.savepoint === "function";
+}
+
+/**
+ * In a postgres.js transaction every failed statement fails the whole `sql.begin` (postgres.js
+ * records it and rolls back at the end), unless it ran inside `sql.savepoint()`. So the wait runs
+ * there, bounded by the server's lock_timeout rather than a cancel request: the transaction's `sql`
+ * does not expose which server it is connected to, and postgres.js's own query.cancel() can crash
+ * the process when its cancel connection fails (see session/postgres-js.ts). A lock_timeout error
+ * rolls back to the savepoint, which cannot have granted the lock.
+ */
+async function inPostgresJsTransaction(
+  tx: PostgresJsTransaction,
+  key: LockKey,
+  mode: LockMode,
+  timeout: number | undefined,
+): Promise<void> {
+  const run = async (target: PostgresJsTransaction, statement: sql.Statement) =>
+    await target.unsafe(statement.text, [...statement.values], { prepare: false });
+  if (timeout === 0) {
+    const [row] = await run(tx, sql.tryXactLock(key, mode)).catch((error: unknown) => {
+      throw lockError(error, key);
+    });
+    if (row?.ok !== true) throw new LockTimeoutError(key.toString(), 0);
+    return;
+  }
+  let previous: string | undefined;
+  try {
+    await tx.savepoint(async (savepoint) => {
+      // lock_timeout takes whole milliseconds; 0 would mean "wait forever".
+      if (timeout !== undefined) {
+        const [row] = await run(savepoint, sql.setLocalLockTimeout(`${Math.max(1, Math.ceil(timeout))}ms`));
+        previous = String(row?.previous);
+      }
+      await run(savepoint, sql.xactLock(key, mode));
+    });
+  } catch (error) {
+    if (sqlState(error) === "55P03") throw new LockTimeoutError(key.toString(), timeout);
+    if (sqlState(error) === "25P01") {
+      throw new InvalidArgumentError("withXactLock: the postgres.js sql is not in a transaction");
+    }
+    throw lockError(error, key);
+  }
+  // The savepoint was released, so its SET LOCAL still holds: put the caller's lock_timeout back.
+  if (previous !== undefined) await run(tx, sql.setLocalLockTimeout(previous));
 }
