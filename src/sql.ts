@@ -8,6 +8,30 @@ import type { LockKey } from "./key.js";
 export interface Statement {
   readonly text: string;
   readonly values: readonly unknown[];
+  /**
+   * The text has one parameter more than `values`: the backend pid the statement may act on, which
+   * the Session supplies. See {@link onOwnBackend}.
+   */
+  readonly guarded?: boolean;
+}
+
+/**
+ * `SELECT <expr> AS <name>`, evaluated only when the statement reaches the server session pglock
+ * opened (else NULL), plus that session's pid as `backend_pid`. A pooler in transaction mode
+ * (PgBouncer pool_mode = transaction) can send each statement to another server session, where a
+ * session-level lock would be taken or released on someone else's behalf; the guard makes such a
+ * statement do nothing, and the Session reports the change.
+ * CASE evaluates its THEN branch only when the condition holds (the lock functions are volatile, so
+ * they are never folded early): https://www.postgresql.org/docs/current/functions-conditional.html
+ */
+function onOwnBackend(expr: string, values: unknown[], name = "ok", from = ""): Statement {
+  return {
+    text:
+      `SELECT CASE WHEN pg_catalog.pg_backend_pid() = $${values.length + 1}::int4 THEN ${expr} END AS ${name}, ` +
+      `pg_catalog.pg_backend_pid() AS backend_pid${from}`,
+    values,
+    guarded: true,
+  };
 }
 
 export type LockMode = "exclusive" | "shared";
@@ -25,28 +49,31 @@ const suffix = (mode: LockMode) => (mode === "shared" ? "_shared" : "");
 /** One row `{ ok: boolean }`: whether the lock was taken without waiting. */
 export function tryLock(key: LockKey, mode: LockMode): Statement {
   const { args, values } = keyArgs(key);
-  return { text: `SELECT pg_catalog.pg_try_advisory_lock${suffix(mode)}(${args}) AS ok`, values };
+  return onOwnBackend(`pg_catalog.pg_try_advisory_lock${suffix(mode)}(${args})`, values);
 }
 
 /** Waits on the server until granted (no polling: a release hands over to the next waiter at once). */
 export function waitLock(key: LockKey, mode: LockMode): Statement {
   const { args, values } = keyArgs(key);
-  return { text: `SELECT pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NULL AS ok`, values };
+  // The function returns void, which IS NOT NULL: ok is true once granted.
+  return onOwnBackend(`pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NOT NULL`, values);
 }
 
 /** One row `{ ok: boolean }`: false when this session did not hold the lock in that mode. */
 export function unlock(key: LockKey, mode: LockMode): Statement {
   const { args, values } = keyArgs(key);
-  return { text: `SELECT pg_catalog.pg_advisory_unlock${suffix(mode)}(${args}) AS ok`, values };
+  return onOwnBackend(`pg_catalog.pg_advisory_unlock${suffix(mode)}(${args})`, values);
 }
 
 /** Releases `levels` stacked levels in one round trip: one row `{ ok }` per level. */
 export function unlockLevels(key: LockKey, mode: LockMode, levels: number): Statement {
   const { args, values } = keyArgs(key, 2);
-  return {
-    text: `SELECT pg_catalog.pg_advisory_unlock${suffix(mode)}(${args}) AS ok FROM pg_catalog.generate_series(1, $1::int4)`,
-    values: [levels, ...values],
-  };
+  return onOwnBackend(
+    `pg_catalog.pg_advisory_unlock${suffix(mode)}(${args})`,
+    [levels, ...values],
+    "ok",
+    " FROM pg_catalog.generate_series(1, $1::int4)",
+  );
 }
 
 /**
@@ -58,13 +85,13 @@ export function unlockLevels(key: LockKey, mode: LockMode, levels: number): Stat
  */
 export function holdsLock(key: LockKey, mode: LockMode): Statement {
   const [classid, objid, objsubid] = lockTag(key);
-  return {
-    text:
-      "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' " +
+  return onOwnBackend(
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' " +
       "AND pid = pg_catalog.pg_backend_pid() AND granted AND mode = $1 " +
-      "AND classid = $2::oid AND objid = $3::oid AND objsubid = $4::int2) AS granted",
-    values: [mode === "shared" ? "ShareLock" : "ExclusiveLock", classid, objid, objsubid],
-  };
+      "AND classid = $2::oid AND objid = $3::oid AND objsubid = $4::int2)",
+    [mode === "shared" ? "ShareLock" : "ExclusiveLock", classid, objid, objsubid],
+    "granted",
+  );
 }
 
 /** The (classid, objid, objsubid) under which pg_locks shows a key, as strings for oid parameters. */
@@ -82,7 +109,7 @@ export function lockTag(key: LockKey): [string, string, number] {
  * replaces for this session.
  */
 export function describeSession(applicationName?: string): Statement {
-  const base = "SELECT pg_catalog.pg_is_in_recovery() AS in_recovery";
+  const base = "SELECT pg_catalog.pg_is_in_recovery() AS in_recovery, pg_catalog.pg_backend_pid() AS backend_pid";
   if (applicationName === undefined) return { text: base, values: [] };
   return {
     text:
@@ -96,19 +123,21 @@ export function setApplicationName(name: string): Statement {
   return { text: "SELECT pg_catalog.set_config('application_name', $1, false)", values: [name] };
 }
 
+/** A liveness probe that also tells whether the connection still reaches the same server session. */
 export function ping(): Statement {
-  return { text: "SELECT 1", values: [] };
+  return onOwnBackend("true", []);
 }
 
 /** Releases every session-level advisory lock of this session (closing a Locker, whose sessions are its own). */
 export function unlockAll(): Statement {
-  return { text: "SELECT pg_catalog.pg_advisory_unlock_all()", values: [] };
+  return onOwnBackend("pg_catalog.pg_advisory_unlock_all() IS NOT NULL", []);
 }
 
 /** Waits until granted; held until the transaction ends (pg_advisory_xact_lock). */
 export function xactLock(key: LockKey, mode: LockMode): Statement {
   const { args, values } = keyArgs(key);
-  return { text: `SELECT pg_catalog.pg_advisory_xact_lock${suffix(mode)}(${args}) IS NULL AS ok`, values };
+  // The function returns void, which IS NOT NULL: ok is true once granted.
+  return { text: `SELECT pg_catalog.pg_advisory_xact_lock${suffix(mode)}(${args}) IS NOT NULL AS ok`, values };
 }
 
 /** One row `{ ok }`: whether the transaction-level lock was taken without waiting (pg_try_advisory_xact_lock). */
@@ -165,9 +194,8 @@ export function batch(ops: readonly BatchOp[]): Statement {
     as.push(key.pair ? key.pair[0] : null);
     bs.push(key.pair ? key.pair[1] : null);
   }
-  return {
-    text:
-      "SELECT CASE t.code " +
+  return onOwnBackend(
+    "CASE t.code " +
       "WHEN 1 THEN pg_catalog.pg_try_advisory_lock(t.id) " +
       "WHEN 2 THEN pg_catalog.pg_try_advisory_lock_shared(t.id) " +
       "WHEN 3 THEN pg_catalog.pg_advisory_unlock(t.id) " +
@@ -175,11 +203,12 @@ export function batch(ops: readonly BatchOp[]): Statement {
       "WHEN 5 THEN pg_catalog.pg_try_advisory_lock(t.a, t.b) " +
       "WHEN 6 THEN pg_catalog.pg_try_advisory_lock_shared(t.a, t.b) " +
       "WHEN 7 THEN pg_catalog.pg_advisory_unlock(t.a, t.b) " +
-      "WHEN 8 THEN pg_catalog.pg_advisory_unlock_shared(t.a, t.b) END AS ok " +
-      // Multi-argument unnest exists only unqualified; ROWS FROM is its schema-qualified spelling.
-      "FROM ROWS FROM (pg_catalog.unnest($1::int4[]), pg_catalog.unnest($2::int8[]), pg_catalog.unnest($3::int4[]), " +
+      "WHEN 8 THEN pg_catalog.pg_advisory_unlock_shared(t.a, t.b) END",
+    [codes, ids, as, bs],
+    "ok",
+    // Multi-argument unnest exists only unqualified; ROWS FROM is its schema-qualified spelling.
+    " FROM ROWS FROM (pg_catalog.unnest($1::int4[]), pg_catalog.unnest($2::int8[]), pg_catalog.unnest($3::int4[]), " +
       "pg_catalog.unnest($4::int4[])) WITH ORDINALITY AS t(code, id, a, b, i) " +
       "ORDER BY t.i",
-    values: [codes, ids, as, bs],
-  };
+  );
 }

@@ -59,9 +59,12 @@ export class Session {
   #heartbeat: NodeJS.Timeout | undefined;
   #probeTimeoutMs = 0;
   #closed = false;
+  /** The server session this connection reached at open: guarded statements act only there. */
+  readonly #backendPid: number;
 
-  private constructor(connection: DriverConnection) {
+  private constructor(connection: DriverConnection, backendPid: number) {
     this.#connection = connection;
+    this.#backendPid = backendPid;
   }
 
   /** Connects, refuses a standby, and sets application_name if pglock owns the connection. */
@@ -89,7 +92,7 @@ export class Session {
       await connection.release();
       throw new ReadOnlyServerError();
     }
-    const session = new Session(connection);
+    const session = new Session(connection, Number(row?.backend_pid));
     if (applicationName !== undefined) session.#previousApplicationName = String(row?.previous_application_name);
     connection.onEnd((cause) => session.#markLost(new ConnectionError(describeEnd(cause), { cause })));
     if (options.keepaliveMs && options.keepaliveMs > 0) {
@@ -188,7 +191,7 @@ export class Session {
     }
     this.#running = job;
     job.startedAt = performance.now();
-    this.#connection.query(job.statement).then(
+    this.#send(job.statement).then(
       (rows) => this.#finish(job, { status: "done", rows }),
       (error) => {
         if (endsSession(error) && !this.#lost.signal.aborted) {
@@ -210,7 +213,7 @@ export class Session {
       startedAt: performance.now(),
     };
     this.#running = carrier;
-    this.#connection.query(carrier.statement).then(
+    this.#send(carrier.statement).then(
       (rows) => {
         this.#running = undefined;
         for (const [i, job] of jobs.entries()) this.#settle(job, { status: "done", rows: [{ ok: rows[i]?.ok }] });
@@ -229,6 +232,27 @@ export class Session {
         this.#pump();
       },
     );
+  }
+
+  /**
+   * Sends a statement; a guarded one gets the expected backend pid as its last parameter, and its
+   * answer must come from that backend (sql.ts, onOwnBackend). An answer from another one means a
+   * pooler moved this connection to another server session: the statement did nothing there, and
+   * the session is discarded, since the locks it holds are on the first server session.
+   */
+  async #send(statement: Statement): Promise<Record<string, unknown>[]> {
+    if (!statement.guarded) return this.#connection.query(statement);
+    const rows = await this.#connection.query({
+      text: statement.text,
+      values: [...statement.values, this.#backendPid],
+    });
+    const answeredBy = rows[0]?.backend_pid;
+    if (answeredBy !== undefined && Number(answeredBy) !== this.#backendPid) {
+      const error = new SessionChangedError(this.#backendPid, Number(answeredBy));
+      void this.discard(error); // marks the session lost at once; ending the connection goes on behind
+      throw error;
+    }
+    return rows;
   }
 
   #finish(job: Job, outcome: Outcome) {
@@ -294,6 +318,22 @@ export class Session {
     if (this.#closed) return;
     this.#closed = true;
     await this.#connection.destroy(cause);
+  }
+}
+
+/**
+ * The connection reached another server session than the one it opened: a pooler in transaction or
+ * statement mode (PgBouncer `pool_mode = transaction`), where session-level locks are not safe.
+ */
+class SessionChangedError extends ConnectionError {
+  constructor(expected: number, actual: number) {
+    super(
+      `the connection now reaches server session (backend pid) ${actual}, not ${expected} where pglock's locks are: ` +
+        "a pooler in transaction or statement mode (PgBouncer pool_mode = transaction) does not keep a server session " +
+        "per connection, so session-level locks are not safe through it; use session pooling, a direct connection, " +
+        `or withXactLock. pglock stopped before acting on session ${actual}; locks taken on ${expected} stay there ` +
+        "until that server connection ends",
+    );
   }
 }
 

@@ -47,9 +47,16 @@ export async function startPgBouncer(serverUrl: string, mode: "session" | "trans
     for (const file of ["", "users.txt", "pgbouncer.ini"]) await chown(join(dir, file), owner.uid, owner.gid);
   }
   const child = spawn("pgbouncer", [join(dir, "pgbouncer.ini")], { stdio: "ignore", ...(owner ?? {}) });
-  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+  let spawnError: Error | undefined;
+  child.on("error", (error) => {
+    spawnError = error; // e.g. not installed: reported below, never an unhandled 'error' event
+  });
+  const exited = new Promise<void>((resolve) => child.on("close", () => resolve()));
   const deadline = Date.now() + 10_000;
   while (!(await listening(port))) {
+    if (spawnError) {
+      throw new Error(`could not run pgbouncer (${spawnError.message}): install it, e.g. apt-get install pgbouncer`);
+    }
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(`pgbouncer did not start on port ${port}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

@@ -2,9 +2,10 @@
 // Session pooling: everything works. Transaction pooling: session locks are unsafe, pglock says so
 // where it can see it, and transaction-level locks work.
 import pg from "pg";
-import { createLocker, LockNotHeldError, newLock, withXactLock } from "pglock";
+import { ConnectionError, createLocker, inspectLocks, LockLostError, newLock, withXactLock } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../../src/cli/throwaway-postgres.js";
+import { eventually } from "../support/db.js";
 import { type PgBouncer, startPgBouncer } from "./fixture.js";
 
 let server: ThrowawayPostgres;
@@ -52,24 +53,55 @@ describe("PgBouncer in session pooling", () => {
 });
 
 describe("PgBouncer in transaction pooling", () => {
-  it("a session lock released on another server session is a LockNotHeldError, not a silent success", async () => {
+  it("a lock statement that reaches another server session does nothing there, and says why", async () => {
     const client = new pg.Client({ connectionString: transaction.url });
     const other = new pg.Client({ connectionString: transaction.url });
+    const direct = pool(server.url, 2);
     await client.connect();
     await other.connect();
     try {
-      const lock = await newLock(client, "bouncer-transaction");
-      expect(await lock.lock()).toBe(true); // on server connection A, which then goes back to PgBouncer
+      const lock = await newLock(client, "bouncer-transaction"); // opened on server session A
+      expect(await lock.lock()).toBe(true); // on A, which then goes back to PgBouncer
       await other.query("BEGIN"); // takes A (most recently used) and keeps it for the transaction
-      await other.query("SELECT 1");
-      const error = await lock.unlock().catch((e: unknown) => e); // runs on server connection B
-      expect(error).toBeInstanceOf(LockNotHeldError);
-      expect((error as Error).message).toMatch(/transaction mode/);
+      const [{ pid: a }] = (await other.query("SELECT pg_backend_pid() AS pid")).rows;
+      // pglock's unlock now reaches B, the other server connection, where it must do nothing.
+      const error = await lock.unlock().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConnectionError);
+      expect((error as Error).message).toMatch(/not \d+ where pglock's locks are: .*pool_mode = transaction/);
+      expect((error as Error).message).toContain(`not ${a} where`);
+      // Nothing happened on B: the lock is still A's, as the error says.
+      const holders = await inspectLocks(direct, { key: "bouncer-transaction" });
+      expect(holders.map((row) => row.pid)).toEqual([a]);
+      await expect(lock.lock()).rejects.toBeInstanceOf(ConnectionError); // the Lock's session is over
       await other.query("ROLLBACK");
       await lock.close();
     } finally {
       await client.end();
       await other.end();
+    }
+  });
+
+  it("a Locker whose connection moves to another server session reports its locks lost", async () => {
+    const locker = createLocker(pool(transaction.url, 2), { maxSessions: 1 });
+    const other = new pg.Client({ connectionString: transaction.url });
+    await other.connect();
+    try {
+      const handle = await locker.acquire("bouncer-moved"); // on server session A
+      await other.query("BEGIN"); // pins A; the Locker's next statement goes to B
+      await other.query("SELECT 1");
+      // This statement reaches B: it does nothing there and ends the session (the Locker may then
+      // open a new one, on whichever server session, and carry on there).
+      await locker.tryAcquire("bouncer-moved-2").then(
+        (next) => next?.release(),
+        () => {},
+      );
+      await eventually(() => handle.signal.aborted);
+      expect(handle.signal.reason).toBeInstanceOf(LockLostError);
+      expect(String((handle.signal.reason as Error).cause)).toMatch(/pool_mode = transaction/);
+      await other.query("ROLLBACK");
+    } finally {
+      await other.end();
+      await locker.close();
     }
   });
 
