@@ -7,6 +7,7 @@ import { execSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import pg from "pg";
+import postgres from "postgres";
 import { createLocker, newLock } from "pglock";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
 import { ratio, type Summary, summarize, us } from "./stats.js";
@@ -199,6 +200,31 @@ async function uncontended(peers: Peer[]) {
     sequential("pglock Locker: `withLock()`", async () => {
       const locker = createLocker(pool);
       return { op: () => locker.withLock(key, () => {}), teardown: () => locker.close() };
+    }),
+    sequential("raw postgres.js, one reserved connection: `pg_try_advisory_lock` + `pg_advisory_unlock`", async () => {
+      const sql = postgres(url, { max: 1, onnotice: () => {} });
+      const reserved = await sql.reserve();
+      return {
+        op: async () => {
+          await reserved.unsafe("SELECT pg_try_advisory_lock($1)", [key]);
+          await reserved.unsafe("SELECT pg_advisory_unlock($1)", [key]);
+        },
+        teardown: async () => {
+          reserved.release();
+          await sql.end();
+        },
+      };
+    }),
+    sequential("pglock Locker on postgres.js: `tryAcquire()` + `release()`", async () => {
+      const sql = postgres(url, { onnotice: () => {} });
+      const locker = createLocker(sql);
+      return {
+        op: async () => (await locker.tryAcquire(key))?.release(),
+        teardown: async () => {
+          await locker.close();
+          await sql.end();
+        },
+      };
     }),
   ];
   const skipped: [string, string][] = [];

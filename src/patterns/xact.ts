@@ -105,8 +105,7 @@ async function inPgTransaction(
       cancelOnAbort: true,
       waits: true,
     });
-    // A wait that returned was granted; a try-lock says so in `ok`.
-    const granted = outcome.status === "done" && (timeout !== 0 || outcome.rows[0]?.ok === true);
+    const granted = outcome.status === "done" && outcome.rows[0]?.ok === true;
     if (granted && !linked.signal.aborted) {
       await session.query(sql.releaseSavepoint(SAVEPOINT));
       return;

@@ -4,6 +4,9 @@
  * a JSON line with a monotonic timestamp (process.hrtime.bigint() is one clock for all processes of
  * a machine). On SIGTERM it stops taking the lock, says "idle", and exits when stdin closes.
  *
+ * CHAOS_DRIVER picks the driver pglock runs on: "pg" (a pg.Pool) or "postgres.js" (a postgres.js sql);
+ * the orchestrator gives half the workers each, so both drivers contend for the same lock.
+ *
  * CHAOS_BROKEN emulates a broken lock library, to prove the checkers catch it:
  * - ignore-loss: ignores the loss signal and writes without the fencing guard;
  * - trust-timeout: raw pg waits abandoned on a client-side timeout, trusted to mean "not granted";
@@ -11,14 +14,20 @@
  */
 import pg from "pg";
 import { createLocker, type LockHandle } from "pglock";
+import postgres from "postgres";
 
 const id = Number(process.env.CHAOS_WORKER);
 const broken = process.env.CHAOS_BROKEN ?? "";
+const driver = process.env.CHAOS_DRIVER === "postgres.js" ? "postgres.js" : "pg";
 const KEY = "pglock-chaos";
 const direct = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 });
 const viaProxy = new pg.Pool({ connectionString: process.env.LOCK_URL, max: 4, connectionTimeoutMillis: 2_000 });
 direct.on("error", () => {});
 viaProxy.on("error", () => {});
+const sqlViaProxy =
+  driver === "postgres.js"
+    ? postgres(process.env.LOCK_URL as string, { max: 4, connect_timeout: 2, onnotice: () => {} })
+    : undefined;
 const emit = (event: Record<string, unknown>) =>
   process.stdout.write(`${JSON.stringify({ t: String(process.hrtime.bigint()), w: id, ...event })}\n`);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -53,7 +62,7 @@ async function increment(token: bigint | undefined, lost: AbortSignal | undefine
   await sleep(Math.random() * (broken ? 40 : 4));
   if (lost?.aborted) return;
   const client = await direct.connect();
-  client.on("error", () => {}); // a server restart must not crash the worker through a checked-out client
+  quiet(client); // a server restart must not crash the worker through a checked-out client
   try {
     await client.query("BEGIN");
     const update =
@@ -81,7 +90,7 @@ async function increment(token: bigint | undefined, lost: AbortSignal | undefine
 }
 
 async function withPglock() {
-  const locker = createLocker(viaProxy, {
+  const locker = createLocker(sqlViaProxy ?? viaProxy, {
     applicationName: "pglock-chaos",
     keepaliveMs: 300,
     probeTimeoutMs: 700,
@@ -119,6 +128,12 @@ async function withPglock() {
 }
 
 const quieted = new WeakSet<object>();
+/** One no-op 'error' listener per pooled client (a pool hands the same clients out again). */
+function quiet(client: pg.PoolClient) {
+  if (quieted.has(client)) return;
+  quieted.add(client);
+  client.on("error", () => {});
+}
 
 /** The broken variants' own lock code, written as the bugs they emulate. */
 async function withBrokenRawLocks() {
@@ -128,10 +143,7 @@ async function withBrokenRawLocks() {
       await sleep(50);
       continue;
     }
-    if (!quieted.has(client)) {
-      quieted.add(client);
-      client.on("error", () => {});
-    }
+    quiet(client);
     let held = false;
     try {
       // Bug: a client-side timeout, after which the server-side wait goes on and may be granted later.
@@ -163,10 +175,11 @@ async function withBrokenRawLocks() {
   }
 }
 
-emit({ e: "start" });
-await (broken === "trust-timeout" || broken === "wrong-session" ? withBrokenRawLocks() : withPglock());
+const raw = broken === "trust-timeout" || broken === "wrong-session";
+emit({ e: "start", driver: raw ? "raw pg" : driver });
+await (raw ? withBrokenRawLocks() : withPglock());
 emit({ e: "idle" });
 // The orchestrator looks at pg_locks now, while this process still has its connections, then closes stdin.
 await new Promise((resolve) => process.stdin.on("close", resolve).resume());
-await Promise.allSettled([direct.end(), viaProxy.end()]);
+await Promise.allSettled([direct.end(), viaProxy.end(), sqlViaProxy?.end()]);
 emit({ e: "exit" });
