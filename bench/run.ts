@@ -497,6 +497,7 @@ function versions() {
   return {
     node: process.version,
     pg: pkg("pg"),
+    postgresJs: pkg("postgres"),
     advisoryLock: pkg("advisory-lock"),
     redisSemaphore: pkg("redis-semaphore"),
   };
@@ -538,7 +539,7 @@ log(
   `Command: \`npm run bench${quick ? " -- --quick" : ""}\` · ${started.toISOString()} · ${cpus().length} × ${cpus()[0]?.model ?? "CPU"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
 );
 log(
-  `Node ${v.node}, pg ${v.pg}, advisory-lock ${v.advisoryLock}, redis-semaphore ${v.redisSemaphore}; ${String(serverRows[0]?.version).split(",")[0]} on loopback${server ? " (throwaway, started for this run)" : ""}.`,
+  `Node ${v.node}, pg ${v.pg}, postgres.js ${v.postgresJs}, advisory-lock ${v.advisoryLock}, redis-semaphore ${v.redisSemaphore}; ${String(serverRows[0]?.version).split(",")[0]} on loopback${server ? " (throwaway, started for this run)" : ""}.`,
 );
 if (quick) log("**Quick mode: a smoke run of the harness; these numbers mean nothing.**");
 log();

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { databaseUrl } from "./support/db.js";
 import { run } from "./support/run.js";
 
 // The package as a user installs it: the built files through the `exports` map, from ESM and CommonJS.
@@ -33,5 +34,30 @@ describe("package", () => {
     expect(bin.stdout.split("\n")[0]).toBe("-7671976228194938313");
     expect(readFileSync(manifest.bin.pglock, "utf8")).toMatch(/^#!\/usr\/bin\/env node/);
     expect(manifest.dependencies?.pg).toBeUndefined();
+    expect(manifest.peerDependenciesMeta.postgres.optional).toBe(true);
+  });
+
+  it("takes a lock through a postgres.js sql from both builds (pglock loads the postgres package itself)", async () => {
+    const body = (load: string) =>
+      `${load} const sql = postgres(process.env.DATABASE_URL, { onnotice() {} });
+       const locker = createLocker(sql);
+       locker.acquire("package-postgres-js").then(async (handle) => {
+         await handle.release(); await locker.close(); await sql.end(); console.log("held and released");
+       }).catch((error) => { console.error(error); process.exit(1); });`;
+    const env = { DATABASE_URL: databaseUrl() };
+    const esm = await run(
+      process.execPath,
+      ["--input-type=module", "-e", body('import { createLocker } from "pglock"; import postgres from "postgres";')],
+      env,
+    );
+    const cjs = await run(
+      process.execPath,
+      ["-e", body('const { createLocker } = require("pglock"); const postgres = require("postgres");')],
+      env,
+    );
+    for (const result of [esm, cjs]) {
+      expect(result.stderr).toBe("");
+      expect(result.stdout.trim()).toBe("held and released");
+    }
   });
 });

@@ -31,7 +31,10 @@ export interface LockerOptions {
   keepaliveMs?: number;
   /** A probe or a short statement unanswered this long (ms) means the session is lost (default 5000). */
   probeTimeoutMs?: number;
-  /** A session that holds nothing goes back to the pool after this many ms (default 1000). */
+  /**
+   * A session that holds nothing goes back after this many ms: to the pg.Pool (default 1000), or,
+   * with postgres.js, its connection is ended (default 10000, since the next session must reconnect).
+   */
   idleMs?: number;
   /** The table that keeps fencing tokens, created on first use (default `pglock_fencing`). */
   fencingTable?: string;
@@ -118,12 +121,12 @@ export class Locker {
     const maxSessions = checkInteger(options.maxSessions, "createLocker", "options.maxSessions", 1) ?? 4;
     const keepaliveMs = checkMs(options.keepaliveMs, "createLocker", "keepaliveMs") ?? 10_000;
     const probeTimeoutMs = checkMs(options.probeTimeoutMs, "createLocker", "probeTimeoutMs") ?? 5_000;
-    const idleMs = checkMs(options.idleMs, "createLocker", "idleMs") ?? 1_000;
     const applicationName = checkString(options.applicationName, "createLocker", "applicationName") ?? "pglock";
     this.#fencing = new FencingTokens(
       checkTableName(options.fencingTable, "createLocker", "fencingTable") ?? "pglock_fencing",
     );
     this.#driver = driverFor(pool, "createLocker", { allowClient: false });
+    const idleMs = checkMs(options.idleMs, "createLocker", "idleMs") ?? this.#driver.idleMs;
     this.#applicationName = applicationName;
     this.#sessions = new SessionPool(this.#driver, {
       maxSessions,

@@ -30,6 +30,11 @@ export interface Driver {
   connect(): Promise<DriverConnection>;
   /** False when the connection belongs to the caller: then pglock changes none of its settings. */
   readonly ownsConnections: boolean;
+  /**
+   * How long a Locker keeps an idle session by default: short where giving it back is cheap (a pool
+   * keeps the connection), longer where giving it back ends the connection.
+   */
+  readonly idleMs: number;
 }
 
 /** The SQLSTATE of a driver error, when it has one. */

@@ -56,6 +56,7 @@ export function pgDriver(db: unknown, what: string): Driver {
   if (isPgPool(db)) {
     return {
       ownsConnections: true,
+      idleMs: 1_000,
       async connect() {
         const client = await db.connect();
         return new PgConnection(
@@ -71,6 +72,7 @@ export function pgDriver(db: unknown, what: string): Driver {
     const client = db;
     return {
       ownsConnections: false,
+      idleMs: 1_000,
       async connect() {
         if (client.processID == null) {
           throw new InvalidArgumentError(`${what}: the pg.Client is not connected: call await client.connect() first`);

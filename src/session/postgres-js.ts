@@ -61,7 +61,8 @@ let factory: Promise<PostgresFactory> | undefined;
 /** The `postgres` package's default export, loaded once, when the first postgres.js session opens. */
 function loadFactory(): Promise<PostgresFactory> {
   factory ??= import("postgres").then(
-    (module) => (module as unknown as { default: PostgresFactory }).default,
+    // ESM namespace (default export), or module.exports itself where a bundler turned this into require().
+    (module: unknown) => (module as { default?: PostgresFactory }).default ?? (module as PostgresFactory),
     (error: unknown) => {
       factory = undefined;
       throw new ConnectionError("could not load the 'postgres' package, which a postgres.js sql needs", {
@@ -76,6 +77,7 @@ function loadFactory(): Promise<PostgresFactory> {
 export function postgresJsDriver(sql: PostgresJsSql): Driver {
   return {
     ownsConnections: true,
+    idleMs: 10_000,
     async connect() {
       const postgres = await loadFactory();
       // postgres.js connects on the first query, which Session.open sends at once.
