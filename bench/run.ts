@@ -7,8 +7,8 @@ import { execSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import pg from "pg";
-import postgres from "postgres";
 import { createLocker, newLock } from "pglock";
+import postgres from "postgres";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
 import { ratio, type Summary, summarize, us } from "./stats.js";
 
