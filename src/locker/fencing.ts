@@ -35,11 +35,14 @@ export class FencingTokens {
       throw error;
     });
     await this.#created;
+    // Guarded like the lock statements (sql.ts, onOwnBackend): drawn only on the holding server session.
     const rows = await session.query({
       text:
-        `INSERT INTO ${this.#table} AS f (lock_key, token) VALUES ($1, 1) ` +
-        "ON CONFLICT (lock_key) DO UPDATE SET token = f.token + 1 RETURNING token::text AS token",
+        `INSERT INTO ${this.#table} AS f (lock_key, token) SELECT $1, 1 WHERE pg_catalog.pg_backend_pid() = $2::int4 ` +
+        "ON CONFLICT (lock_key) DO UPDATE SET token = f.token + 1 " +
+        "RETURNING token::text AS token, pg_catalog.pg_backend_pid() AS backend_pid",
       values: [key.identity],
+      guarded: true,
     });
     return BigInt(rows[0]?.token as string);
   }

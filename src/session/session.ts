@@ -246,9 +246,13 @@ export class Session {
       text: statement.text,
       values: [...statement.values, this.#backendPid],
     });
+    // Every guarded statement returns rows on its own backend; no row means it acted nowhere.
     const answeredBy = rows[0]?.backend_pid;
-    if (answeredBy !== undefined && Number(answeredBy) !== this.#backendPid) {
-      const error = new SessionChangedError(this.#backendPid, Number(answeredBy));
+    if (answeredBy === undefined || Number(answeredBy) !== this.#backendPid) {
+      const error = new SessionChangedError(
+        this.#backendPid,
+        answeredBy === undefined ? undefined : Number(answeredBy),
+      );
       void this.discard(error); // marks the session lost at once; ending the connection goes on behind
       throw error;
     }
@@ -326,12 +330,13 @@ export class Session {
  * statement mode (PgBouncer `pool_mode = transaction`), where session-level locks are not safe.
  */
 class SessionChangedError extends ConnectionError {
-  constructor(expected: number, actual: number) {
+  constructor(expected: number, actual: number | undefined) {
+    const now = actual === undefined ? "another server session" : `server session (backend pid) ${actual}`;
     super(
-      `the connection now reaches server session (backend pid) ${actual}, not ${expected} where pglock's locks are: ` +
+      `the connection now reaches ${now}, not ${expected} where pglock's locks are: ` +
         "a pooler in transaction or statement mode (PgBouncer pool_mode = transaction) does not keep a server session " +
         "per connection, so session-level locks are not safe through it; use session pooling, a direct connection, " +
-        `or withXactLock. pglock stopped before acting on session ${actual}; locks taken on ${expected} stay there ` +
+        `or withXactLock. pglock stopped before acting there; locks taken on ${expected} stay there ` +
         "until that server connection ends",
     );
   }
