@@ -139,7 +139,10 @@ class PostgresJsConnection implements DriverConnection {
     const query = this.#instance.unsafe(statement.text, statement.values.map(toParameter), { prepare: false });
     return Promise.resolve(query).then((rows) => {
       this.#learnBackendKey(rows);
-      return rows;
+      // postgres.js numbers rows with a per-connection counter that only CommandComplete resets: when
+      // a statement sent a row and then failed (a wait granted, then cancelled: 57014 after its
+      // DataRow), the next result starts with that many holes ([ <empty>, row ]), seen with 3.4.9.
+      return rows.filter((row) => row != null);
     });
   }
 
