@@ -3,6 +3,7 @@
 // that holds locks, and a session's end is seen even while it is idle.
 import { ConnectionError, createLocker, inspectLocks, newLock } from "pglock";
 import { describe, expect, it } from "vitest";
+import { type PostgresJsSql, postgresJsDriver } from "../src/session/postgres-js.js";
 import {
   eventually,
   locksOnKey,
@@ -89,6 +90,18 @@ describe("postgres.js driver", () => {
     await Promise.all(locks.map((lock) => lock.lock()));
     await Promise.all(locks.map((lock) => lock.close()));
     await eventually(async () => (await sessionsNamed(admin, app)).length === 0);
+  });
+
+  it("a statement that sent a row and then failed does not shift the next result (postgres.js row counter)", async () => {
+    const connection = await postgresJsDriver(makeSql() as unknown as PostgresJsSql).connect();
+    try {
+      // Row 1 is sent, row 2 divides by zero: DataRow, then ErrorResponse.
+      const failing = { text: "SELECT 1 / (2 - x) AS y FROM (VALUES (1), (2)) AS v(x)", values: [] };
+      await expect(connection.query(failing)).rejects.toMatchObject({ code: "22012" });
+      expect(await connection.query({ text: "SELECT $1::int4 AS n", values: [7] })).toEqual([{ n: 7 }]);
+    } finally {
+      await connection.release();
+    }
   });
 
   it("an unreachable database is a ConnectionError, not a crash", async () => {
