@@ -310,6 +310,11 @@ export class Locker {
       } finally {
         this.#sessions.done(slot);
       }
+      // The session can be declared lost (e.g. by the liveness probe) while the token statement is in
+      // flight, and that statement can still complete: such a holder must not be handed out as a
+      // grant. Seen in a 5-minute chaos run: acquire resolved with a handle whose signal was already
+      // aborted, and the server had given the lock to the next waiter.
+      if (holder.signal.aborted) throw holder.signal.reason;
     } catch (error) {
       await holder.release().catch(() => {});
       throw error;
