@@ -27,48 +27,32 @@ interface Implementation {
   cleanup(): Promise<void>;
 }
 
-function postgresPg(): Implementation {
-  const made: [AnyLocker, string][] = [];
-  const admin = makePool({ max: 1 });
-  return {
-    make() {
-      const app = uniqueName();
-      const locker = createLocker(makePool(), { applicationName: app });
-      made.push([locker, app]);
-      return locker;
-    },
-    async lose(locker) {
-      const app = made.find(([l]) => l === locker)?.[1];
-      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [app]);
-    },
-    async cleanup() {
-      await Promise.all(made.map(([locker]) => locker.close()));
-    },
+/** Real Lockers on `connect()`'s handles; a loss is pg_terminate_backend of their sessions. */
+function postgresLockers(connect: () => unknown): () => Implementation {
+  return () => {
+    const made: [AnyLocker, string][] = [];
+    const admin = makePool({ max: 1 });
+    return {
+      make() {
+        const app = uniqueName();
+        const locker = createLocker(connect(), { applicationName: app });
+        made.push([locker, app]);
+        return locker;
+      },
+      async lose(locker) {
+        const app = made.find(([l]) => l === locker)?.[1];
+        await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [app]);
+      },
+      async cleanup() {
+        await Promise.all(made.map(([locker]) => locker.close()));
+      },
+    };
   };
 }
 
-function postgresJs(): Implementation {
-  const made: [AnyLocker, string][] = [];
-  const admin = makePool({ max: 1 });
-  return {
-    make() {
-      const app = uniqueName();
-      // A caller's transform and types must not change what pglock reads.
-      const locker = createLocker(makeSql({ transform: postgres.camel, types: { bigint: postgres.BigInt } }), {
-        applicationName: app,
-      });
-      made.push([locker, app]);
-      return locker;
-    },
-    async lose(locker) {
-      const app = made.find(([l]) => l === locker)?.[1];
-      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [app]);
-    },
-    async cleanup() {
-      await Promise.all(made.map(([locker]) => locker.close()));
-    },
-  };
-}
+const postgresPg = postgresLockers(() => makePool());
+// A caller's transform and types must not change what pglock reads.
+const postgresJs = postgresLockers(() => makeSql({ transform: postgres.camel, types: { bigint: postgres.BigInt } }));
 
 function memory(): Implementation {
   const server = new MemoryLockServer();
