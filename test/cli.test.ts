@@ -8,7 +8,7 @@ import { databaseUrl, eventually, locksOnKey, makePool, uniqueName } from "./sup
 import { run } from "./support/run.js";
 
 // The real executable, from source: the same file the bin is built from.
-const PGLOCK = [process.execPath, "--import", "tsx", "src/cli/main.ts"];
+const PGLOCK = [process.execPath, "--import", "tsx", "src/cli/bin.ts"];
 const pglock = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   run(PGLOCK[0] as string, [...PGLOCK.slice(1), ...args], { DATABASE_URL: databaseUrl(), ...env });
 const started: ChildProcess[] = [];
@@ -139,6 +139,36 @@ describe("pglock ls, key, help", () => {
     ]);
     await held.release();
     await (await waiting).release();
+  });
+
+  it("every key that key and ls print, negative ones included, is accepted back by run --id and --pair", async () => {
+    const name = "cleanup-task"; // hashes to a negative int64
+    const printed = (await pglock(["key", name])).stdout.split("\n")[0] as string;
+    expect(printed).toBe("-7671976228194938313");
+    const pair: [number, number] = [-(2 ** 31), -Math.floor(Math.random() * 2 ** 31)];
+    const locker = createLocker(makePool());
+    lockers.push(locker);
+    const heldPair = await locker.acquire(pair);
+    const listed = JSON.parse((await pglock(["ls", "--key", `${pair[0]},${pair[1]}`, "--pair", "--json"])).stdout);
+    expect(listed.map((row: { key: unknown }) => row.key)).toEqual([pair]);
+    const pairText = (listed[0].key as number[]).join(",");
+    // Busy: the printed pair names the lock the Locker holds, in every way it can be written.
+    for (const args of [
+      ["--pair", pairText, "--no-wait", "--", "true"],
+      [`--pair=${pairText}`, "--no-wait", "--", "true"],
+      ["--pair", "--no-wait", "--", pairText, "--", "true"],
+    ]) {
+      expect((await pglock(["run", ...args])).code, args.join(" ")).toBe(75);
+    }
+    await heldPair.release();
+    const heldId = await locker.acquire(name);
+    for (const args of [["--id", printed], [`--id=${printed}`]]) {
+      expect((await pglock(["run", ...args, "--no-wait", "--", "true"])).code, args.join(" ")).toBe(75);
+    }
+    expect((await pglock(["run", "--id", "--no-wait", "--", printed, "--", "true"])).code).toBe(75);
+    await heldId.release();
+    const ran = await pglock(["run", "--id", printed, "--", "sh", "-c", "echo ran; exit 5"]);
+    expect(ran).toMatchObject({ code: 5, stdout: "ran\n" });
   });
 
   it("key prints the hash and the pg_locks query that finds it", async () => {

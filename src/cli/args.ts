@@ -46,10 +46,37 @@ export function parseExitCode(text: string, flag: string): number {
   return Number(text);
 }
 
-/** parseArgs with usage errors instead of TypeErrors. */
+/** A negative int64 or a pair with a negative part: a value, never a short option (`-7…`, `-1,2`). */
+const NEGATIVE_NUMBER = /^-\d+(?:,-?\d+)?$/;
+
+/**
+ * parseArgs with usage errors instead of TypeErrors, and negative numbers read as values.
+ * parseArgs takes `-7671976228194938313` for a cluster of short options, yet half of all hashed
+ * names are negative and `pglock key`/`ls` print them (issue #13). So a negative number is the value
+ * of a string option written before it (`--key -5`), else a positional (`--id -5`); `--id=-5` and
+ * `--pair=-1,2` are the key written after its flag.
+ */
 export function parseFlags<const T extends ParseArgsOptionsConfig>(args: string[], options: T) {
+  const stash: string[] = [];
+  const marker = (value: string) => `\u0000${stash.push(value) - 1}`;
+  const rewritten: string[] = [];
+  for (const [i, arg] of args.entries()) {
+    const previous = rewritten[rewritten.length - 1];
+    const keyFlag = /^--(id|pair)=(.*)$/s.exec(arg);
+    if (keyFlag && options[keyFlag[1] as string]?.type === "boolean") {
+      rewritten.push(`--${keyFlag[1]}`, marker(keyFlag[2] as string));
+    } else if (NEGATIVE_NUMBER.test(arg) && !args.slice(0, i).includes("--")) {
+      const option = previous?.startsWith("--") && !previous.includes("=") ? options[previous.slice(2)] : undefined;
+      if (option?.type === "string") rewritten[rewritten.length - 1] = `${previous}=${arg}`;
+      else rewritten.push(marker(arg));
+    } else {
+      rewritten.push(arg);
+    }
+  }
   try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true as const });
+    const parsed = parseArgs({ args: rewritten, options, allowPositionals: true, strict: true as const });
+    const restore = (value: string) => (value.startsWith("\u0000") ? (stash[Number(value.slice(1))] as string) : value);
+    return { ...parsed, positionals: parsed.positionals.map(restore) };
   } catch (error) {
     throw new UsageError((error as Error).message);
   }

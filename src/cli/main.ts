@@ -1,5 +1,4 @@
-#!/usr/bin/env node
-/** The `pglock` command: run a program under a lock, list locks, hash a name, or watch a demo. */
+/** The `pglock` command: run a program under a lock, list locks, hash a name, or watch a demo. Started by bin.ts. */
 import { readFileSync } from "node:fs";
 import { hashKey, lockKey } from "../key.js";
 import { lockTag } from "../sql.js";
@@ -29,8 +28,8 @@ Holds the lock while the command runs and exits with the command's exit code. SI
 SIGHUP and SIGQUIT go to the command; the lock is released when it ends, however it ends.
 
   <key>                      a name (hashed with FNV-1a 64, as the library does)
-  --id                       <key> is an int64, e.g. 42
-  --pair                     <key> is a pair of int32, e.g. 12,34
+  --id                       <key> is an int64, e.g. 42 or -7671976228194938313 (also --id=<key>)
+  --pair                     <key> is a pair of int32, e.g. 12,34 or -1,2 (also --pair=<key>)
   --shared                   take the lock shared (shared holders coexist)
   --wait                     wait until the lock is free (the default)
   --timeout <duration>       wait at most this long (500ms, 10s, 2m; a bare number is seconds)
@@ -108,7 +107,7 @@ function keyCommand(args: string[], io: { out(line: string): void }): number {
 }
 
 function version(): string {
-  // dist/cli.mjs and src/cli/main.ts both find the package manifest by walking up.
+  // dist/cli.mjs and src/cli/bin.ts both find the package manifest by walking up.
   for (const path of ["../package.json", "../../package.json"]) {
     try {
       const manifest = JSON.parse(readFileSync(new URL(path, import.meta.url), "utf8"));
@@ -116,11 +115,4 @@ function version(): string {
     } catch {}
   }
   return "unknown";
-}
-
-// Run when executed (the bin, or `tsx src/cli/main.ts`), not when imported.
-if (process.argv[1] && /(?:cli\.[cm]?js|main\.ts)$/.test(process.argv[1])) {
-  main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
-  });
 }

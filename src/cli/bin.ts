@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+/**
+ * The `pglock` executable (built to dist/cli.mjs). It runs main() unconditionally: a bin is started
+ * through symlinks (node_modules/.bin/pglock, npx, a global install), so guessing "am I the main
+ * module?" from process.argv[1] silently did nothing there (issue #13). main.ts stays importable.
+ */
+import { main } from "./main.js";
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});
