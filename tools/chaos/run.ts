@@ -57,6 +57,11 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
   const ready = new WeakSet<ChildProcess>();
   const exited = new Map<number, Promise<number | null>>();
 
+  /** Workers the harness SIGKILLs: their exit is the fault, every other exit must be clean. */
+  const killedByHarness = new WeakSet<ChildProcess>();
+  let stopping = false;
+  let lastTargetedFault = 0;
+
   const start = (id: number) => {
     // The broken variants misuse pg on purpose (a query on a busy client): its deprecation notice is noise there.
     const flags = broken ? ["--no-deprecation"] : [];
@@ -69,7 +74,13 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
         CHAOS_DRIVER: id % 2 === 0 ? "pg" : "postgres.js",
         CHAOS_BROKEN: broken ?? "",
       },
-      stdio: ["pipe", "pipe", "inherit"],
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    // Its stderr goes on to ours, and the tail is kept: any crash is a violation, with its reason.
+    let stderrTail = "";
+    child.stderr?.on("data", (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      stderrTail = (stderrTail + chunk).slice(-600);
     });
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       try {
@@ -79,12 +90,39 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
         if (parsed.e === "idle") idle.add(id);
         if (parsed.e === "start") ready.add(child);
         if (parsed.e === "unhandled") violations.push(`worker ${id}: unhandled rejection: ${String(parsed.message)}`);
+        if (parsed.e === "read" && broken === "ignore-loss" && !stopping) endHolderMidSection(id);
       } catch {
         // not an event line
       }
     });
-    exited.set(id, new Promise((resolve) => child.on("exit", (code) => resolve(code))));
+    exited.set(
+      id,
+      new Promise((resolve) =>
+        child.on("exit", (code, signal) => {
+          // Not only at the end: a worker that crashed and was then hit by a kill fault was missed once.
+          if (!killedByHarness.has(child) && (code !== 0 || signal !== null)) {
+            const reason = stderrTail.trim().split("\n").slice(-3).join(" | ");
+            violations.push(`worker ${id} crashed (exit ${code ?? signal})${reason ? `: ${reason}` : ""}`);
+          }
+          resolve(code);
+        }),
+      ),
+    );
     workers.set(id, child);
+  };
+
+  /**
+   * The ignore-loss self-test by construction: right after a holder has read the counter, end its lock
+   * session. A successor is granted and reads the same value within milliseconds, while the holder
+   * (which ignores the loss) dwells 60-150 ms before it writes: a lost update for the checkers to find.
+   */
+  const endHolderMidSection = (id: number) => {
+    if (Date.now() - lastTargetedFault < 250) return;
+    lastTargetedFault = Date.now();
+    faults.push({ t: now(), kind: "terminate", worker: id });
+    void admin
+      .query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+      .catch(() => {});
   };
   for (let id = 0; id < WORKERS; id++) start(id);
 
@@ -101,7 +139,9 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
     if (kind === "restart" && Math.random() < 0.6) continue; // the rarest fault
     if (kind === "kill") {
       faults.push({ t: now(), kind, worker });
-      workers.get(worker)?.kill("SIGKILL");
+      const child = workers.get(worker);
+      if (child) killedByHarness.add(child);
+      child?.kill("SIGKILL");
       await exited.get(worker);
       start(worker);
     } else if (kind === "terminate") {
@@ -134,6 +174,7 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
   // restarted by the last fault may still be loading: SIGTERM would kill it before its handler exists.
   const readyBy = Date.now() + 30_000;
   while ([...workers.values()].some((child) => !ready.has(child)) && Date.now() < readyBy) await sleep(50);
+  stopping = true;
   for (const child of workers.values()) child.kill("SIGTERM");
   const idleBy = Date.now() + 30_000;
   while (idle.size < WORKERS && Date.now() < idleBy) await sleep(50);
@@ -147,8 +188,10 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
     const code = await Promise.race([done, sleep(20_000).then(() => "hung" as const)]);
     if (code === "hung") {
       violations.push(`worker ${id} did not exit by itself`);
-      workers.get(id)?.kill("SIGKILL");
-    } else if (code !== 0 && code !== null) violations.push(`worker ${id} exited with ${code}`);
+      const child = workers.get(id);
+      if (child) killedByHarness.add(child);
+      child?.kill("SIGKILL");
+    }
   }
   for (let i = 0; i < 50; i++) {
     const { rows } = await admin.query(

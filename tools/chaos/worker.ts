@@ -59,9 +59,11 @@ async function increment(token: bigint | undefined, lost: AbortSignal | undefine
     return;
   }
   const n = Number(read.rows[0].n);
-  // Broken variants dwell longer between read and write, so a fault mid-section is followed by a
-  // successor's read inside the window (what makes their bug show as a lost update, every run).
-  await sleep(broken ? 40 + Math.random() * 80 : Math.random() * 4);
+  // The orchestrator ends a broken variant's lock session on this event, mid-section (see run.ts).
+  emit({ e: "read", n });
+  // Broken variants dwell longer between read and write, so the successor that a fault lets in reads
+  // inside the window (what makes their bug show as a lost update).
+  await sleep(broken ? 60 + Math.random() * 90 : Math.random() * 4);
   if (lost?.aborted) return;
   const client = await direct.connect();
   quiet(client); // a server restart must not crash the worker through a checked-out client
