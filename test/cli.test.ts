@@ -5,15 +5,15 @@ import { join } from "node:path";
 import { createLocker, hashKey, inspectLocks, type Locker } from "pglock";
 import { afterEach, describe, expect, it } from "vitest";
 import { databaseUrl, eventually, locksOnKey, makePool, uniqueName } from "./support/db.js";
-import { run } from "./support/run.js";
+import { program, run } from "./support/run.js";
 
-// The real executable, from source: the same file the bin is built from.
-const PGLOCK = [process.execPath, "--import", "tsx", "src/cli/bin.ts"];
+// The real executable, from source (the same file the bin is built from), on this suite's runtime.
+const [PGLOCK, PGLOCK_ARGS] = program("src/cli/bin.ts");
 const pglock = (args: string[], env: NodeJS.ProcessEnv = {}) =>
-  run(PGLOCK[0] as string, [...PGLOCK.slice(1), ...args], { DATABASE_URL: databaseUrl(), ...env });
+  run(PGLOCK, [...PGLOCK_ARGS, ...args], { DATABASE_URL: databaseUrl(), ...env });
 const started: ChildProcess[] = [];
 function start(args: string[]) {
-  const child = spawn(PGLOCK[0] as string, [...PGLOCK.slice(1), ...args], {
+  const child = spawn(PGLOCK, [...PGLOCK_ARGS, ...args], {
     env: { ...process.env, DATABASE_URL: databaseUrl() },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -35,8 +35,15 @@ afterEach(async () => {
   await Promise.all(lockers.splice(0).map((locker) => locker.close()));
 });
 
+let admin: ReturnType<typeof makePool> | undefined;
+/** One pool for every poll of the file (a pool per poll ran out of connections). */
+const adminPool = () => {
+  admin ??= makePool({ max: 2 });
+  return admin;
+};
+
 async function heldBy(name: string) {
-  return (await locksOnKey(makePool({ max: 1 }), hashKey(name))).filter((row) => row.granted);
+  return (await locksOnKey(adminPool(), hashKey(name))).filter((row) => row.granted);
 }
 
 describe("pglock run", () => {
@@ -97,7 +104,8 @@ describe("pglock run", () => {
       const script = `trap 'echo got ${expected}; exit 3' ${expected}; echo ready; while true; do sleep 0.05; done`;
       const { child, exited, output } = start(["run", name, "--", "sh", "-c", script]);
       await eventually(() => output().stdout.includes("ready"));
-      child.kill(signal);
+      // process.kill: Deno reports a child it kill()ed as killed by the signal, whatever it exited with.
+      process.kill(child.pid as number, signal);
       expect(await exited).toBe(3);
       expect(output().stdout).toContain(`got ${expected}`);
       expect(await heldBy(name)).toEqual([]);
@@ -125,7 +133,7 @@ describe("pglock ls, key, help", () => {
     lockers.push(holder, waiter);
     const held = await holder.acquire(name);
     const waiting = waiter.acquire(name, { timeout: 20_000 });
-    await eventually(async () => (await inspectLocks(makePool({ max: 1 }), { key: name })).length === 2);
+    await eventually(async () => (await inspectLocks(adminPool(), { key: name })).length === 2);
     const table = await pglock(["ls", "--key", name]);
     expect(table.code).toBe(0);
     const lines = table.stdout.trim().split("\n");

@@ -1,7 +1,7 @@
 import { readdirSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { databaseUrl } from "./support/db.js";
-import { run, tsx } from "./support/run.js";
+import { program, run } from "./support/run.js";
 
 // Every file under examples/ is a program a user could run; each checks its own outcome and exits
 // non-zero when the scenario does not behave as the README says.
@@ -27,7 +27,8 @@ describe("examples", () => {
 
   for (const example of examples) {
     it(`examples/${example} runs and exits 0`, async () => {
-      const result = await run(tsx, [`examples/${example}`], { DATABASE_URL: databaseUrl() });
+      const [command, args] = program(`examples/${example}`);
+      const result = await run(command, args, { DATABASE_URL: databaseUrl() });
       expect(result.stderr).toBe("");
       expect(result.code).toBe(0);
       expect(result.stdout).not.toBe("");
@@ -35,7 +36,8 @@ describe("examples", () => {
   }
 
   it("concurrent-workers shows five serialized critical sections", async () => {
-    const result = await run(tsx, ["examples/concurrent-workers.ts"], { DATABASE_URL: databaseUrl(), WORK_MS: "50" });
+    const [command, args] = program("examples/concurrent-workers.ts");
+    const result = await run(command, args, { DATABASE_URL: databaseUrl(), WORK_MS: "50" });
     expect(result.stdout).toMatch(/5 critical sections, one after another: they never overlapped/);
     expect(result.stdout.match(/acquired lock/g)).toHaveLength(5);
   });

@@ -94,13 +94,21 @@ function runHolding(
 ): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(command[0] as string, command.slice(1), { stdio: "inherit" });
-    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    // process.kill, not child.kill: Deno's child_process reports any child it kill()ed as ended by
+    // that signal, even when the child trapped it and exited with a code of its own (issue #13).
+    const signalChild = (signal: NodeJS.Signals) => {
+      if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+      try {
+        process.kill(child.pid, signal);
+      } catch {} // it has just exited: its exit event is on the way
+    };
+    const forward = (signal: NodeJS.Signals) => signalChild(signal);
     for (const signal of FORWARDED) process.on(signal, forward);
     let killTimer: NodeJS.Timeout | undefined;
     const onLost = () => {
       io.error(`pglock: the lock was lost while the command ran (${(lost.reason as Error).message}); stopping it`);
-      child.kill("SIGTERM");
-      killTimer = setTimeout(() => child.kill("SIGKILL"), killAfter);
+      signalChild("SIGTERM");
+      killTimer = setTimeout(() => signalChild("SIGKILL"), killAfter);
     };
     lost.addEventListener("abort", onLost, { once: true });
     const finish = (code: number) => {

@@ -35,3 +35,18 @@ export function run(
 }
 
 export const tsx = "node_modules/.bin/tsx";
+
+/** The runtime this suite runs on: `npm test` is Node; `npm run test:runtimes` runs suites under Bun and Deno. */
+export const runtime: "node" | "bun" | "deno" =
+  "bun" in process.versions ? "bun" : "deno" in process.versions ? "deno" : "node";
+
+/**
+ * The command that runs a TypeScript program under the same runtime: Node through tsx, Bun as it is,
+ * Deno with every permission (and `--sloppy-imports`, for the `.js` specifiers of src/). Under Deno,
+ * `import "pglock"` resolves through package.json to the built dist/, as a Deno user's would.
+ */
+export function program(file: string): [string, string[]] {
+  if (runtime === "bun") return [process.execPath, [file]];
+  if (runtime === "deno") return [process.execPath, ["run", "-A", "--sloppy-imports", file]];
+  return [process.execPath, ["--import", "tsx", file]];
+}
