@@ -1,6 +1,6 @@
-// One set of behavioural cases, run against the real Locker on each driver (pg, postgres.js) and
-// against the in-memory test double, so that neither a driver nor the double users test with can
-// drift from what production does.
+// One set of behavioural cases, run against the real Locker on each driver (pg, postgres.js, and
+// Bun's SQL when the suite runs on Bun) and against the in-memory test double, so that neither a
+// driver nor the double users test with can drift from what production does.
 
 import {
   ClosedError,
@@ -15,7 +15,8 @@ import {
 } from "pglock";
 import postgres from "postgres";
 import { afterEach, describe, expect, it } from "vitest";
-import { eventually, makePool, makeSql, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { eventually, makeBunSql, makePool, makeSql, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { runtime } from "./support/run.js";
 
 type AnyLocker = ReturnType<typeof createLocker> | MemoryLocker;
 
@@ -72,11 +73,16 @@ function memory(): Implementation {
   };
 }
 
-describe.each([
+const implementations: [string, () => Implementation][] = [
   ["PostgreSQL Locker (pg)", postgresPg],
   ["PostgreSQL Locker (postgres.js)", postgresJs],
+  ...(runtime === "bun"
+    ? [["PostgreSQL Locker (Bun SQL)", postgresLockers(makeBunSql)] as [string, () => Implementation]]
+    : []),
   ["in-memory Locker", memory],
-])("%s", (_name, implementation) => {
+];
+
+describe.each(implementations)("%s", (_name, implementation) => {
   let impl: Implementation;
   afterEach(async () => {
     await impl?.cleanup();

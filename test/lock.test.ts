@@ -63,7 +63,7 @@ describe("Lock: the seed's API", () => {
   it("rejects bad arguments with typed errors before connecting", async () => {
     const pool = makePool({ connectionString: "postgres://nobody@127.0.0.1:1/none" });
     await expect(newLock({}, 1)).rejects.toThrow(
-      /expected a pg.Pool, a connected pg.Client or a postgres.js sql, got an object/,
+      /expected a pg.Pool, a connected pg.Client, a postgres.js sql or a Bun SQL, got an object/,
     );
     await expect(newLock(pool, 1, { signal: "soon" as never })).rejects.toThrow(
       /options.signal must be an AbortSignal, got "soon"/,
@@ -83,7 +83,7 @@ describe("Lock: the seed's API", () => {
   });
 });
 
-// The Lock's behaviour, once per driver: a pg.Pool and a postgres.js sql.
+// The Lock's behaviour, once per driver: a pg.Pool, a postgres.js sql and, under Bun, a Bun SQL.
 describe.each(drivers)("Lock on $name", ({ connect }) => {
   const admin = makePool({ max: 2 });
 

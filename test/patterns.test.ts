@@ -219,7 +219,7 @@ describe("withXactLock", () => {
     await expect(withXactLock(sql, 1, () => {})).rejects.toThrow(/pass the transaction's sql/);
     await sql.begin(async (tx) => {
       await expect(withXactLock(tx, 1, () => {}, { signal: new AbortController().signal })).rejects.toThrow(
-        /signal is not supported on a postgres.js transaction/,
+        /signal is not supported on a postgres.js or Bun transaction/,
       );
     });
   });

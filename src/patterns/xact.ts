@@ -6,6 +6,7 @@
 import { lockError } from "../acquire.js";
 import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
+import { isBunSql } from "../session/bun-sql.js";
 import { sqlState } from "../session/driver.js";
 import { pgDriver } from "../session/pg.js";
 import { isPostgresJs } from "../session/postgres-js.js";
@@ -28,7 +29,8 @@ const SAVEPOINT = "pglock_xact_lock";
 /**
  * Takes a transaction-level lock on `client`, which must be inside a transaction, then runs `fn`.
  * The lock is held until the caller's transaction ends. `client` is a `pg` client after BEGIN, or the
- * `sql` a postgres.js `sql.begin(async (sql) => …)` callback receives.
+ * `sql` a postgres.js or Bun `sql.begin(async (sql) => …)` callback receives (Bun's transaction has
+ * the same `unsafe` and `savepoint`, and is handled the same way).
  *
  * With `pg`, the wait runs in a savepoint: a timeout or abort cancels it and rolls back to the
  * savepoint, which also undoes a grant that won the race, so the caller's transaction is neither
@@ -53,15 +55,15 @@ export async function withXactLock<T>(
   const mode = (checkBoolean(options.shared, "withXactLock", "shared") ?? false) ? "shared" : "exclusive";
   const timeout = checkMs(options.timeout, "withXactLock", "timeout");
   const signal = checkSignal(options.signal, "withXactLock");
-  if (isPostgresJs(client)) {
+  if (isPostgresJs(client) || isBunSql(client)) {
     throw new InvalidArgumentError(
-      "withXactLock: pass the transaction's sql (the argument of sql.begin's callback), not the postgres.js instance",
+      "withXactLock: pass the transaction's sql (the argument of sql.begin's callback), not the sql instance",
     );
   }
   if (isPostgresJsTransaction(client)) {
     if (signal) {
       throw new InvalidArgumentError(
-        "withXactLock: options.signal is not supported on a postgres.js transaction (use options.timeout)",
+        "withXactLock: options.signal is not supported on a postgres.js or Bun transaction (use options.timeout)",
       );
     }
     await inPostgresJsTransaction(client, normalized, mode, timeout);

@@ -37,10 +37,19 @@ export interface Driver {
   readonly idleMs: number;
 }
 
-/** The SQLSTATE of a driver error, when it has one. */
+/**
+ * SQLSTATE classes start with a digit, or are F0, HV, P0 or XX; a socket's EPIPE or EPERM, five
+ * capitals too, is none. https://www.postgresql.org/docs/current/errcodes-appendix.html
+ */
+const SQLSTATE = /^(?:[0-9][0-9A-Z]|F0|HV|P0|XX)[0-9A-Z]{3}$/;
+
+/** The SQLSTATE of a driver error, when it has one: in `code` (pg, postgres.js) or `errno` (Bun's SQL). */
 export function sqlState(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+  const { code, errno } = (error ?? {}) as { code?: unknown; errno?: unknown };
+  for (const candidate of [code, errno]) {
+    if (typeof candidate === "string" && SQLSTATE.test(candidate)) return candidate;
+  }
+  return undefined;
 }
 
 /**

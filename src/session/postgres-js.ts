@@ -18,6 +18,7 @@ import { ConnectionError } from "../errors.js";
 import type { Statement } from "../sql.js";
 import { type BackendKey, CANCEL_TIMEOUT_MS, type CancelTarget, sendCancelRequest } from "./cancel-request.js";
 import type { Driver, DriverConnection } from "./driver.js";
+import { arrayLiteral } from "./parameters.js";
 
 /** A postgres.js query: a promise of rows (with the backend key in `state`) that starts when awaited. */
 type PostgresJsQuery = PromiseLike<PostgresJsRows>;
@@ -136,7 +137,7 @@ class PostgresJsConnection implements DriverConnection {
   query(statement: Statement): Promise<Record<string, unknown>[]> {
     if (this.#isClosed) return Promise.reject(new ConnectionError("the connection to PostgreSQL is closed"));
     // Unnamed statements (prepare: false), as with pg: nothing to go stale behind a pooler.
-    const query = this.#instance.unsafe(statement.text, statement.values.map(toParameter), { prepare: false });
+    const query = this.#instance.unsafe(statement.text, statement.values.map(arrayLiteral), { prepare: false });
     return Promise.resolve(query).then((rows) => {
       this.#learnBackendKey(rows);
       // postgres.js numbers rows with a per-connection counter that only CommandComplete resets: when
@@ -194,13 +195,4 @@ class PostgresJsConnection implements DriverConnection {
 function cancelTargets(options: PostgresJsOptions): CancelTarget[] {
   if (typeof options.path === "string" && options.path) return [{ path: options.path }];
   return options.host.map((host, i) => ({ host, port: options.port[i] ?? options.port[0] ?? 5432 }));
-}
-
-/**
- * postgres.js infers no type for a JS array of numbers or strings and would send it as "1,2";
- * pglock's array parameters (the batch) go as PostgreSQL array literals, as pg sends them.
- */
-function toParameter(value: unknown): unknown {
-  if (!Array.isArray(value)) return value;
-  return `{${value.map((item) => (item === null ? "NULL" : `"${String(item).replace(/["\\]/g, "\\$&")}"`)).join(",")}}`;
 }

@@ -28,10 +28,24 @@ export function makeSql(options: postgres.Options<Record<string, postgres.Postgr
   return sql as unknown as postgres.Sql;
 }
 
+/** Bun's built-in client, when the suite runs on Bun (`npm run test:runtimes`); ended after the test file. */
+const BunSQL = (globalThis as { Bun?: { SQL: new (url: string) => { close(): Promise<void> } } }).Bun?.SQL;
+const bunSqls: { close(): Promise<void> }[] = [];
+afterAll(async () => {
+  await Promise.all(bunSqls.splice(0).map((sql) => sql.close()));
+});
+export function makeBunSql(): unknown {
+  if (!BunSQL) throw new Error("Bun's SQL exists only on Bun");
+  const sql = new BunSQL(databaseUrl());
+  bunSqls.push(sql);
+  return sql;
+}
+
 /** The drivers pglock supports, each as a factory of the handle a caller passes to newLock or createLocker. */
 export const drivers = [
   { name: "pg.Pool", connect: (): unknown => makePool() },
   { name: "postgres.js", connect: (): unknown => makeSql() },
+  ...(BunSQL ? [{ name: "Bun SQL", connect: makeBunSql }] : []),
 ];
 
 /** A random int64 key, so that test files running in parallel never share a lock. */

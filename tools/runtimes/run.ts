@@ -20,10 +20,12 @@ const SUITES = [
   "test/properties.test.ts",
   "test/server.test.ts",
 ];
+/** Suites for one runtime only: Bun's built-in SQL driver. */
+const ONLY_ON: Record<string, string[]> = { bun: ["test/bun/bun-sql.test.ts"], deno: [] };
 const VITEST = "node_modules/vitest/vitest.mjs";
 const RUNTIMES: Record<string, string[]> = {
   // --bun: vitest's worker processes run on Bun too, not on the node its shebang names.
-  bun: ["node_modules/.bin/bun", "--bun", VITEST, "run", ...SUITES],
+  bun: ["node_modules/.bin/bun", "--bun", VITEST, "run", ...SUITES, ...(ONLY_ON.bun ?? [])],
   deno: ["node_modules/.bin/deno", "run", "-A", VITEST, "run", ...SUITES],
 };
 
