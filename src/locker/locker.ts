@@ -442,7 +442,7 @@ export class Locker {
         return slot;
       }
       if (!wait) return undefined;
-      const waitSlot = await this.#sessions.forWait();
+      const waitSlot = await this.#sessions.forWait({ signal });
       if (waitSlot) {
         try {
           await waitForLock(waitSlot.session, key, mode, { signal });

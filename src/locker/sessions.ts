@@ -59,7 +59,7 @@ export class SessionPool {
         if (!best || slot.session.pending < best.session.pending) best = slot;
       }
       if (best && (best.session.pending === 0 || !this.#canOpen())) return this.#use(best);
-      if (this.#canOpen()) return this.#open(false);
+      if (this.#canOpen()) return this.#open(false, signal);
       await new Promise<void>((resolve, reject) => {
         const onAbort = () => reject(signal.reason);
         signal.addEventListener("abort", onAbort, { once: true });
@@ -75,7 +75,7 @@ export class SessionPool {
    * A session for a blocking wait: one that holds nothing and runs nothing, or a new one, as long as
    * a session stays free for short statements. Undefined when the rules allow none now.
    */
-  async forWait(options: { open?: boolean } = {}): Promise<Slot | undefined> {
+  async forWait(options: { open?: boolean; signal?: AbortSignal } = {}): Promise<Slot | undefined> {
     if (this.#closed) throw new ClosedError("the Locker");
     let waiting = 0;
     let empty: Slot | undefined;
@@ -87,7 +87,7 @@ export class SessionPool {
     const room = this.#options.maxSessions - size - this.#opening;
     // After the wait starts, some session must still serve short statements: one that exists, or room to open one.
     if (empty && (size - waiting - 1 > 0 || room > 0)) return this.#markWaiting(this.#use(empty));
-    if (options.open !== false && room > 0 && (size - waiting > 0 || room - 1 > 0)) return this.#open(true);
+    if (options.open !== false && room > 0 && (size - waiting > 0 || room - 1 > 0)) return this.#open(true, options.signal);
     return undefined;
   }
 
@@ -122,16 +122,51 @@ export class SessionPool {
     return this.#slots.size + this.#opening < this.#options.maxSessions;
   }
 
-  /** Opens a session and hands it straight to its first user, for a wait or a short statement. */
-  async #open(forWait: boolean): Promise<Slot> {
+  /**
+   * Opens a session and hands it straight to its first user, for a wait or a short statement.
+   * Taking a connection cannot be cancelled (a pg.Pool's queue, a server that accepts and never
+   * answers), so an abort stops the caller's waiting, not the connect (issue #18): a session that
+   * opens after its caller gave up joins the Locker as an idle one, or goes back if it was closed.
+   */
+  async #open(forWait: boolean, signal?: AbortSignal): Promise<Slot> {
     this.#opening++;
-    let session: Session;
-    try {
-      session = await Session.open(this.#driver, this.#options);
-    } finally {
+    const opening = Session.open(this.#driver, this.#options).finally(() => {
       this.#opening--;
-    }
-    const slot: Slot = { session, held: 0, waiting: forWait, busy: 1, idleTimer: undefined };
+    });
+    if (!signal) return this.#adopt(await opening, forWait, 1);
+    let gaveUp = false;
+    const session = await new Promise<Session>((resolve, reject) => {
+      const onAbort = () => {
+        gaveUp = true;
+        reject(signal.reason);
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      opening.then(
+        (opened) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(opened);
+        },
+        (error: unknown) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      );
+    }).catch((error: unknown) => {
+      if (gaveUp) {
+        opening.then(
+          (late) => this.#adopt(late, false, 0).catch(() => {}),
+          () => {},
+        );
+      }
+      throw error;
+    });
+    return this.#adopt(session, forWait, 1);
+  }
+
+  /** Makes an opened session a slot of the pool, with `busy` users (0: idle, given back after idleMs). */
+  async #adopt(session: Session, forWait: boolean, busy: number): Promise<Slot> {
+    const slot: Slot = { session, held: 0, waiting: forWait, busy, idleTimer: undefined };
     this.#slots.add(slot);
     if (!forWait) this.#wakeShortWaiters();
     session.lostSignal.addEventListener(
@@ -147,9 +182,11 @@ export class SessionPool {
     );
     if (this.#closed) {
       // close() ran while this session was opening: it must not outlive the Locker.
+      this.#slots.delete(slot);
       await session.release();
       throw new ClosedError("the Locker");
     }
+    if (busy === 0) this.#idleCheck(slot);
     return slot;
   }
 

@@ -32,10 +32,13 @@ export interface BunSql {
 
 type BunSqlConstructor = new (options: object) => BunSql;
 
+/** A Bun `SQL` instance: not a transaction's `sql` (it has `savepoint`), nor a reserved one (`release`). */
 export function isBunSql(value: unknown): value is BunSql {
-  const v = value as Partial<BunSql> & { reserve?: unknown; begin?: unknown };
+  const v = value as Partial<BunSql> & { reserve?: unknown; begin?: unknown; savepoint?: unknown; release?: unknown };
   return (
     typeof value === "function" &&
+    v.savepoint === undefined &&
+    v.release === undefined &&
     typeof v.unsafe === "function" &&
     typeof v.listen === "function" &&
     typeof v.reserve === "function" &&
