@@ -104,23 +104,43 @@ export function lockTag(key: LockKey): [string, string, number] {
 }
 
 /**
- * One row: whether the server is a standby (where advisory locks exclude nobody
- * on the primary), and, when `applicationName` is given, the previous application_name, which it
- * replaces for this session.
+ * What pglock sets on the sessions it owns, for as long as it uses them (and puts back after). The
+ * server's timeouts, often set per role or database, would otherwise govern pglock's waits:
+ * `statement_timeout` and `lock_timeout` end a wait before the caller's own timeout, and
+ * `transaction_timeout` (PostgreSQL 17), which counts a lone statement as a transaction, ends the
+ * whole session and every lock on it (issue #18). pglock bounds its waits itself.
+ * https://www.postgresql.org/docs/current/runtime-config-client.html
  */
-export function describeSession(applicationName?: string): Statement {
+export const NEUTRAL_TIMEOUTS: readonly (readonly [string, string])[] = [
+  ["statement_timeout", "0"],
+  ["lock_timeout", "0"],
+  ["transaction_timeout", "0"],
+];
+
+/**
+ * One row: whether the server is a standby (where advisory locks exclude nobody on the primary),
+ * the backend pid, and for each of `settings` its previous value (`previous_<i>`; null where this
+ * server has no such setting, which is then left alone) before it is set for this session.
+ */
+export function describeSession(settings: readonly (readonly [string, string])[] = []): Statement {
   const base = "SELECT pg_catalog.pg_is_in_recovery() AS in_recovery, pg_catalog.pg_backend_pid() AS backend_pid";
-  if (applicationName === undefined) return { text: base, values: [] };
-  return {
-    text:
-      `${base}, pg_catalog.current_setting('application_name') AS previous_application_name, ` +
-      "pg_catalog.set_config('application_name', $1, false) AS application_name",
-    values: [applicationName],
-  };
+  const columns = settings.map((_, i) => {
+    const [name, value] = [`$${2 * i + 1}`, `$${2 * i + 2}`];
+    // current_setting(name, true) is null for a setting this version does not have; the target list
+    // is evaluated left to right, so previous_<i> is read before set_config replaces it.
+    return (
+      `, pg_catalog.current_setting(${name}, true) AS previous_${i}` +
+      `, CASE WHEN pg_catalog.current_setting(${name}, true) IS NOT NULL` +
+      ` THEN pg_catalog.set_config(${name}, ${value}, false) END AS set_${i}`
+    );
+  });
+  return { text: base + columns.join(""), values: settings.flat() };
 }
 
-export function setApplicationName(name: string): Statement {
-  return { text: "SELECT pg_catalog.set_config('application_name', $1, false)", values: [name] };
+/** Puts settings back as they were: `[name, value]` pairs. */
+export function restoreSettings(settings: readonly (readonly [string, string])[]): Statement {
+  const calls = settings.map((_, i) => `pg_catalog.set_config($${2 * i + 1}, $${2 * i + 2}, false)`);
+  return { text: `SELECT ${calls.join(", ")}`, values: settings.flat() };
 }
 
 /** A liveness probe that also tells whether the connection still reaches the same server session. */
@@ -178,6 +198,35 @@ export interface BatchOp {
 }
 
 const BATCH_CODES = { try: { exclusive: 1, shared: 2 }, unlock: { exclusive: 3, shared: 4 } } as const;
+
+/**
+ * One row `{ granted }` per op, in order: whether this backend holds the op's key in the op's mode,
+ * per `pg_locks` (as {@link holdsLock}, for a whole batch). After a batch failed part-way, this says
+ * exactly which of its ops took effect: session-level locks survive the statement's failure.
+ */
+export function holdsLocks(ops: readonly BatchOp[]): Statement {
+  const modes: string[] = [];
+  const classids: string[] = [];
+  const objids: string[] = [];
+  const objsubids: number[] = [];
+  for (const { key, mode } of ops) {
+    const [classid, objid, objsubid] = lockTag(key);
+    modes.push(mode === "shared" ? "ShareLock" : "ExclusiveLock");
+    classids.push(classid);
+    objids.push(objid);
+    objsubids.push(objsubid);
+  }
+  return onOwnBackend(
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' " +
+      "AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.mode = t.mode " +
+      "AND l.classid = t.classid AND l.objid = t.objid AND l.objsubid = t.objsubid)",
+    [modes, classids, objids, objsubids],
+    "granted",
+    " FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::oid[]), pg_catalog.unnest($3::oid[]), " +
+      "pg_catalog.unnest($4::int2[])) WITH ORDINALITY AS t(mode, classid, objid, objsubid, i) " +
+      "ORDER BY t.i",
+  );
+}
 
 /**
  * Many try-locks and releases in one round trip, as a database groups commits: one row `{ ok }`

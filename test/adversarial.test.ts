@@ -1,9 +1,12 @@
 // The four library failures an adversarial run found (issue #18), each reproduced as it was seen.
+
+import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
-import { ClosedError, createLocker, LockTimeoutError } from "pglock";
+import { ClosedError, createLocker, LockTimeoutError, newLock } from "pglock";
 import postgres from "postgres";
-import { afterAll, describe, expect, it } from "vitest";
-import { makePool, sleep, uniqueKey } from "./support/db.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { databaseUrl, eventually, locksOnKey, makePool, makeSql, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { program, run } from "./support/run.js";
 
 /** How long a call took, and what it settled with. */
 async function timed<T>(promise: Promise<T>): Promise<{ ms: number; value?: T; error?: unknown }> {
@@ -112,4 +115,115 @@ describe("timeouts and aborts apply while pglock waits for a connection", () => 
       expect((await timed(locker.close())).ms).toBeLessThan(5_000);
     });
   }
+});
+
+describe("the server's statement_timeout and lock_timeout do not govern pglock's waits", () => {
+  // A role with both set to 1 s, as production often sets them per role or database.
+  const role = `pglock_timeouts_${randomBytes(4).toString("hex")}`;
+  const admin = makePool({ max: 2 });
+  let url: string;
+  beforeAll(async () => {
+    await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD 'timeouts'`);
+    await admin.query(`ALTER ROLE ${role} SET statement_timeout = '1s'`);
+    await admin.query(`ALTER ROLE ${role} SET lock_timeout = '1s'`);
+    const parsed = new URL(databaseUrl());
+    parsed.username = role;
+    parsed.password = "timeouts";
+    url = parsed.toString();
+  });
+  afterAll(async () => {
+    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [role]);
+    await eventually(async () => {
+      const { rows } = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1", [role]);
+      return rows[0].n === 0;
+    });
+    await admin.query(`DROP ROLE ${role}`);
+  });
+
+  const handles = {
+    "pg.Pool": (): unknown => makePool({ connectionString: url }),
+    "postgres.js": (): unknown => makeSql({ host: new URL(url).hostname, username: role, password: "timeouts" }),
+  };
+
+  for (const [name, connect] of Object.entries(handles)) {
+    it(`${name}: acquire waits for its own timeout, a Lock for its signal, an election keeps campaigning`, async () => {
+      const key = uniqueKey();
+      const holder = createLocker(makePool());
+      const locker = createLocker(connect());
+      try {
+        const held = await holder.acquire(key);
+        const timedOut = await timed(locker.acquire(key, { timeout: 2_500 }));
+        expect(timedOut.error).toBeInstanceOf(LockTimeoutError);
+        expect((timedOut.error as LockTimeoutError).timeoutMs).toBe(2_500);
+        expect(timedOut.ms).toBeGreaterThan(2_300);
+        await using lock = await newLock(connect(), key);
+        const aborted = await timed(lock.waitAndLock({ signal: AbortSignal.timeout(2_000) }));
+        expect((aborted.error as Error).name).toBe("TimeoutError");
+        expect(aborted.ms).toBeGreaterThan(1_800);
+
+        // The follower campaigns for longer than statement_timeout, then leads when the leader steps down.
+        const election = locker.leaderElection(key);
+        const stop = new AbortController();
+        const elected = new Promise<void>((resolve) => election.once("elected", () => resolve()));
+        const running = election.run(
+          async (signal) => {
+            await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+          },
+          { signal: stop.signal },
+        );
+        await sleep(2_500);
+        expect(election.isLeader).toBe(false);
+        await held.release();
+        await elected;
+        stop.abort();
+        await running;
+      } finally {
+        await locker.close();
+        await holder.close();
+      }
+    });
+  }
+
+  it("the pool's connections get the role's timeouts back when pglock gives them back", async () => {
+    const pool = makePool({ connectionString: url, max: 1 });
+    const locker = createLocker(pool, { idleMs: 0 });
+    const held = await locker.acquire(uniqueKey());
+    await held.release();
+    await locker.close();
+    const { rows } = await pool.query(
+      "SELECT current_setting('statement_timeout') AS s, current_setting('lock_timeout') AS l",
+    );
+    expect(rows[0]).toEqual({ s: "1s", l: "1s" });
+  });
+
+  it("pglock run --wait waits past the server's statement_timeout", async () => {
+    const name = uniqueName("cli-timeouts");
+    const holder = createLocker(makePool());
+    const held = await holder.acquire(name);
+    setTimeout(() => void held.release(), 2_500);
+    const [command, args] = program("src/cli/bin.ts");
+    const result = await run(command, [...args, "run", name, "--wait", "--", "echo", "ran"], { DATABASE_URL: url });
+    await holder.close();
+    expect(result).toMatchObject({ code: 0, stdout: "ran\n" });
+  });
+});
+
+describe("the ms options: 0 means none of it", () => {
+  it("probeTimeoutMs 0 is no deadline: probing goes on and held locks stay held", async () => {
+    const pool = makePool();
+    const locker = createLocker(pool, { keepaliveMs: 50, probeTimeoutMs: 0 });
+    try {
+      const key = uniqueKey();
+      const held = await locker.acquire(key);
+      await sleep(1_000); // twenty probes; each once dropped every lock ("within 0 ms")
+      expect(held.signal.aborted).toBe(false);
+      expect((await locksOnKey(pool, key)).filter((row) => row.granted)).toHaveLength(1);
+      // A session that really ends is still noticed.
+      const [row] = await locksOnKey(pool, key);
+      await pool.query("SELECT pg_terminate_backend($1)", [row?.pid]);
+      await eventually(() => held.signal.aborted, 5_000);
+    } finally {
+      await locker.close();
+    }
+  });
 });

@@ -4,7 +4,7 @@ import { cp, mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { createLocker, LockLostError, LockTableFullError, newLock, ReadOnlyServerError } from "pglock";
+import { createLocker, type LockHandle, LockLostError, LockTableFullError, newLock, ReadOnlyServerError } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
 import { eventually } from "./support/db.js";
@@ -73,6 +73,56 @@ describe("a server with a small lock table", () => {
       expect(failures[0]).toBeInstanceOf(LockTableFullError);
       expect((failures[0] as Error).message).toMatch(/max_locks_per_transaction/);
       expect(locker.stats().held).toBeGreaterThan(0);
+    } finally {
+      await locker.close();
+      await pool.end();
+    }
+  });
+});
+
+describe("a full lock table costs only the new locks", () => {
+  let server: ThrowawayPostgres;
+  beforeAll(async () => {
+    server = await startThrowawayPostgres({
+      postgresFlags: ["-c", "max_connections=20", "-c", "max_locks_per_transaction=10"],
+    });
+  });
+  afterAll(() => server.stop());
+
+  it("64 concurrent tryAcquires that fill it fail alone: every handle held before stays held (issue #18)", async () => {
+    const pool = new pg.Pool({ connectionString: server.url, max: 4 });
+    pool.on("error", () => {});
+    const locker = createLocker(pool);
+    try {
+      const held: LockHandle[] = [];
+      const failures: unknown[] = [];
+      // Rounds of 64 at once (batched into one statement per session) until the table is full.
+      for (let round = 0; round < 200 && failures.length === 0; round++) {
+        const results = await Promise.allSettled(
+          Array.from({ length: 64 }, (_, i) => locker.tryAcquire(round * 64 + i)),
+        );
+        for (const result of results) {
+          if (result.status === "rejected") failures.push(result.reason);
+          else if (result.value) held.push(result.value);
+        }
+      }
+      expect(failures.length).toBeGreaterThan(0);
+      for (const failure of failures) expect(failure).toBeInstanceOf(LockTableFullError);
+      expect(held.filter((handle) => handle.signal.aborted)).toEqual([]);
+      expect(locker.stats().held).toBe(held.length);
+      // Releasing makes room in the table (a query of pg_locks needs some too); then pg_locks agrees.
+      const released = held.splice(0, 100);
+      await Promise.all(released.map((handle) => handle.release()));
+      const admin = new pg.Client({ connectionString: server.url });
+      await admin.connect();
+      const { rows } = await admin.query(
+        "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted",
+      );
+      await admin.end();
+      expect(rows[0].n).toBe(held.length);
+      const again = await locker.tryAcquire(-1);
+      expect(again).not.toBeNull();
+      await again?.release();
     } finally {
       await locker.close();
       await pool.end();

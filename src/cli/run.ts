@@ -60,7 +60,9 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
         : await locker.acquire(key, { shared: values.shared ?? false, timeout, signal: waiting.signal });
     } catch (error) {
       if (error instanceof LockTimeoutError) {
-        io.error(`pglock: lock ${key} is busy: not acquired within ${values.timeout}`);
+        io.error(
+          `pglock: lock ${key} is busy: ${values.timeout === undefined ? "the server ended the wait" : `not acquired within ${values.timeout}`}`,
+        );
         return busyCode;
       }
       if (waiting.signal.aborted) return 128 + (constants.signals[waiting.signal.reason as NodeJS.Signals] ?? 0);

@@ -29,7 +29,10 @@ export interface LockerOptions {
   applicationName?: string;
   /** How often an idle session is probed, and the TCP keepalive delay, in ms (default 10000; 0 turns probing off). */
   keepaliveMs?: number;
-  /** A probe or a short statement unanswered this long (ms) means the session is lost (default 5000). */
+  /**
+   * A probe or a short statement unanswered this long (ms) means the session is lost (default 5000;
+   * 0: no deadline, so a silent network cut is noticed only by TCP keepalive).
+   */
   probeTimeoutMs?: number;
   /**
    * A session that holds nothing goes back after this many ms: to the pg.Pool (default 1000), or,

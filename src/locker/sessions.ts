@@ -87,7 +87,8 @@ export class SessionPool {
     const room = this.#options.maxSessions - size - this.#opening;
     // After the wait starts, some session must still serve short statements: one that exists, or room to open one.
     if (empty && (size - waiting - 1 > 0 || room > 0)) return this.#markWaiting(this.#use(empty));
-    if (options.open !== false && room > 0 && (size - waiting > 0 || room - 1 > 0)) return this.#open(true, options.signal);
+    if (options.open !== false && room > 0 && (size - waiting > 0 || room - 1 > 0))
+      return this.#open(true, options.signal);
     return undefined;
   }
 

@@ -4,7 +4,7 @@
  * lock at once.
  */
 import { EventEmitter } from "node:events";
-import { ConnectionError, InvalidArgumentError } from "../errors.js";
+import { ConnectionError, InvalidArgumentError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
 import type { LockHandle } from "../locker/handle.js";
 
@@ -23,7 +23,7 @@ export interface LeaderElectionEvents {
   demoted: [reason: unknown];
 }
 
-/** Retry delay after a campaign failed on a broken connection (the database restarting, say). */
+/** Retry delay after a campaign failed (the database restarting, say). */
 const RETRY_MS = 500;
 
 export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
@@ -67,7 +67,9 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
           handle = await this.#locker.acquire(this.key, outer ? { signal: outer } : {});
         } catch (error) {
           if (outer?.aborted) return;
-          if (error instanceof ConnectionError) {
+          // A broken connection, or a wait the server ended (a caller-owned session's lock_timeout):
+          // keep campaigning, or nobody would lead once the leader steps down (issue #18).
+          if (error instanceof ConnectionError || error instanceof LockTimeoutError) {
             await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
             continue;
           }

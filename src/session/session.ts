@@ -36,7 +36,7 @@ export interface SessionOptions {
   applicationName?: string | undefined;
   /** Probe an idle session this often (ms); 0 turns the probe off. */
   keepaliveMs?: number;
-  /** A probe or a non-waiting statement unanswered this long (ms) means the session is lost. */
+  /** A probe or a non-waiting statement unanswered this long (ms) means the session is lost; 0: no deadline. */
   probeTimeoutMs?: number;
 }
 
@@ -55,7 +55,8 @@ export class Session {
   readonly #lost = new AbortController();
   #running: Job | undefined;
   #cancelling: Promise<void> | undefined;
-  #previousApplicationName: string | undefined;
+  /** Settings pglock changed on a connection it owns, with the values to put back at release. */
+  #previousSettings: [string, string][] = [];
   #heartbeat: NodeJS.Timeout | undefined;
   #probeTimeoutMs = 0;
   #closed = false;
@@ -67,7 +68,10 @@ export class Session {
     this.#backendPid = backendPid;
   }
 
-  /** Connects, refuses a standby, and sets application_name if pglock owns the connection. */
+  /**
+   * Connects, refuses a standby, and, if pglock owns the connection, sets application_name and
+   * neutralises the server's timeouts (sql.NEUTRAL_TIMEOUTS) until release.
+   */
   static async open(driver: Driver, options: SessionOptions = {}): Promise<Session> {
     let connection: DriverConnection;
     try {
@@ -75,10 +79,14 @@ export class Session {
     } catch (error) {
       throw asConnectionError(error, "could not connect to PostgreSQL");
     }
-    const applicationName = driver.ownsConnections ? options.applicationName : undefined;
+    const settings: [string, string][] = [];
+    if (driver.ownsConnections) {
+      if (options.applicationName !== undefined) settings.push(["application_name", options.applicationName]);
+      for (const [name, value] of sql.NEUTRAL_TIMEOUTS) settings.push([name, value]);
+    }
     let row: Record<string, unknown> | undefined;
     try {
-      const statement = sql.describeSession(applicationName);
+      const statement = sql.describeSession(settings);
       [row] = await connection.query(statement);
     } catch (error) {
       await connection.destroy(error instanceof Error ? error : new Error(String(error)));
@@ -93,7 +101,10 @@ export class Session {
       throw new ReadOnlyServerError();
     }
     const session = new Session(connection, Number(row?.backend_pid));
-    if (applicationName !== undefined) session.#previousApplicationName = String(row?.previous_application_name);
+    settings.forEach(([name], i) => {
+      const previous = row?.[`previous_${i}`];
+      if (previous !== null && previous !== undefined) session.#previousSettings.push([name, String(previous)]);
+    });
     connection.onEnd((cause) => session.#markLost(new ConnectionError(describeEnd(cause), { cause })));
     if (options.keepaliveMs && options.keepaliveMs > 0) {
       connection.setKeepAlive?.(options.keepaliveMs);
@@ -219,11 +230,17 @@ export class Session {
         for (const [i, job] of jobs.entries()) this.#settle(job, { status: "done", rows: [{ ok: rows[i]?.ok }] });
         this.#pump();
       },
-      (error) => {
-        this.#running = undefined;
+      async (error) => {
         // Session-level advisory locks ignore statement failure: the ops before the failing one took
-        // or released their locks anyway. What this session holds is uncertain, so it ends, which
-        // releases everything it held; its holders learn of the loss.
+        // or released their locks anyway. Unless the session itself is gone, pg_locks says which did,
+        // so a failure (a full lock table: 53200) costs only the ops that did not take effect, not
+        // every lock the session holds (issue #18).
+        if (!endsSession(error) && !this.#lost.signal.aborted && (await this.#settleFromLocks(jobs, error))) {
+          this.#running = undefined;
+          this.#pump();
+          return;
+        }
+        this.#running = undefined;
         if (!this.#lost.signal.aborted) {
           const message = endsSession(error) ? describeEnd(error) : "a batched lock statement failed";
           void this.discard(new ConnectionError(message, { cause: error }));
@@ -232,6 +249,43 @@ export class Session {
         this.#pump();
       },
     );
+  }
+
+  /**
+   * Settles a failed batch's jobs from what this session holds now: a try-lock whose key is held
+   * took it; one whose key is not failed with `error` (whether it ran or was busy is unknown). A
+   * release whose key is gone took effect; one whose key is still held is run again on its own
+   * (a release needs no room in the lock table). False when certainty could not be restored.
+   */
+  async #settleFromLocks(jobs: Job[], error: unknown): Promise<boolean> {
+    const ops = jobs.map((job) => job.options.batch as BatchOp);
+    let held: Record<string, unknown>[];
+    try {
+      held = await this.#send(sql.holdsLocks(ops));
+    } catch {
+      return false;
+    }
+    if (held.length !== jobs.length) return false;
+    const outcomes: Outcome[] = [];
+    for (const [i, op] of ops.entries()) {
+      const granted = held[i]?.granted === true;
+      if (op.op === "try") {
+        outcomes.push(granted ? { status: "done", rows: [{ ok: true }] } : { status: "failed", error });
+        continue;
+      }
+      if (!granted) {
+        outcomes.push({ status: "done", rows: [{ ok: true }] });
+        continue;
+      }
+      try {
+        const rows = await this.#send(sql.unlock(op.key, op.mode));
+        outcomes.push({ status: "done", rows: [{ ok: rows[0]?.ok }] });
+      } catch {
+        return false;
+      }
+    }
+    for (const [i, job] of jobs.entries()) this.#settle(job, outcomes[i] as Outcome);
+    return true;
   }
 
   /**
@@ -277,14 +331,21 @@ export class Session {
    * Waits are left alone (they hold nothing else, by the Locker's rules).
    */
   #probe() {
+    // probeTimeoutMs 0: no deadline (the ms options' rule: 0 turns the limit off). Probes still go out,
+    // so a connection the kernel knows is broken is noticed; a silent one waits for TCP keepalive.
+    const deadline = this.#probeTimeoutMs > 0;
     const running = this.#running;
     if (running) {
-      if (!running.options.waits && performance.now() - (running.startedAt ?? 0) > this.#probeTimeoutMs) {
+      if (deadline && !running.options.waits && performance.now() - (running.startedAt ?? 0) > this.#probeTimeoutMs) {
         void this.discard(new ConnectionError(`PostgreSQL did not answer within ${this.#probeTimeoutMs} ms`));
       }
       return;
     }
     if (this.#queue.length > 0) return;
+    if (!deadline) {
+      void this.run(sql.ping());
+      return;
+    }
     const probe = new AbortController();
     const timer = setTimeout(() => {
       probe.abort();
@@ -302,11 +363,11 @@ export class Session {
     for (const job of this.#queue.splice(0)) this.#settle(job, { status: "failed", error });
   }
 
-  /** Gives the connection back (to its pool or its owner) with application_name restored. */
+  /** Gives the connection back (to its pool or its owner) with the settings pglock changed restored. */
   async release(): Promise<void> {
     if (this.#closed) return;
-    if (this.#previousApplicationName !== undefined && !this.isLost) {
-      const outcome = await this.run(sql.setApplicationName(this.#previousApplicationName));
+    if (this.#previousSettings.length > 0 && !this.isLost) {
+      const outcome = await this.run(sql.restoreSettings(this.#previousSettings));
       if (outcome.status !== "done") return this.discard(asConnectionError(outcome, "could not reset the session"));
     }
     if (this.#closed) return;
