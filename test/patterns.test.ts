@@ -67,7 +67,7 @@ describe("acquireAll", () => {
 });
 
 describe("fencing tokens", () => {
-  it("strictly increase per key across every holder, in two Lockers", async () => {
+  it("strictly increase per key across every holder, in two Lockers, above the server's timeline", async () => {
     const table = `pglock_fencing_${uniqueName("t").replace(/-/g, "_")}`;
     const pool = makePool();
     const a = makeLocker({ fencingTable: table });
@@ -81,9 +81,14 @@ describe("fencing tokens", () => {
         await handle.release();
       }),
     );
-    expect(tokens).toEqual(Array.from({ length: 20 }, (_, i) => BigInt(i + 1)));
+    // (timeline << 40) + n: the server's timeline keeps tokens increasing across a failover.
+    const { rows } = await pool.query(
+      "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8::text AS timeline",
+    );
+    const floor = BigInt(rows[0].timeline) << 40n;
+    expect(tokens).toEqual(Array.from({ length: 20 }, (_, i) => floor + BigInt(i + 1)));
     const other = await a.acquire(uniqueKey(), { fencing: true });
-    expect(other.fencingToken).toBe(1n);
+    expect(other.fencingToken).toBe(floor + 1n);
     await other.release();
     await pool.query(`DROP TABLE ${table}`);
   });

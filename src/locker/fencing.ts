@@ -2,7 +2,8 @@
  * Fencing tokens: a number per key that strictly increases with every grant, so a resource can
  * refuse a write from a holder whose lock was lost meanwhile (a paused process, a cut connection).
  * The counter is a row per key, incremented by the holder while it holds the exclusive lock, on the
- * very session that holds it, so the order of tokens is the order of grants. The table:
+ * very session that holds it, so the order of tokens is the order of grants. Across a failover the
+ * server's timeline, in the token's high bits, keeps them increasing (see next()). The table:
  *
  *   CREATE TABLE IF NOT EXISTS pglock_fencing (
  *     lock_key text PRIMARY KEY,          -- "123" for an int64 key, "1,2" for a pair
@@ -21,6 +22,9 @@ export function fencingTableSql(table = "pglock_fencing"): string {
   return `CREATE TABLE IF NOT EXISTS ${table} (lock_key text PRIMARY KEY, token bigint NOT NULL)`;
 }
 
+/** A token is (timeline << 40) + n: 2^40 grants per key per timeline, timelines up to 2^23 - 1. */
+export const TIMELINE_SHIFT = 40;
+
 export class FencingTokens {
   readonly #table: string;
   #created: Promise<void> | undefined;
@@ -36,10 +40,16 @@ export class FencingTokens {
     });
     await this.#created;
     // Guarded like the lock statements (sql.ts, onOwnBackend): drawn only on the holding server session.
+    // The floor is the server's timeline in the high bits: a promoted standby is on a higher timeline,
+    // so its first token exceeds every token of the old primary, even the ones whose commits did not
+    // reach it (asynchronous replication). The timeline is the first 8 hex digits of the WAL file name.
+    // https://www.postgresql.org/docs/current/continuous-archiving.html#BACKUP-TIMELINES
     const rows = await session.query({
       text:
-        `INSERT INTO ${this.#table} AS f (lock_key, token) SELECT $1, 1 WHERE pg_catalog.pg_backend_pid() = $2::int4 ` +
-        "ON CONFLICT (lock_key) DO UPDATE SET token = f.token + 1 " +
+        `INSERT INTO ${this.#table} AS f (lock_key, token) ` +
+        `SELECT $1, ((('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int8) << ${TIMELINE_SHIFT}) + 1 ` +
+        "WHERE pg_catalog.pg_backend_pid() = $2::int4 " +
+        "ON CONFLICT (lock_key) DO UPDATE SET token = GREATEST(f.token + 1, EXCLUDED.token) " +
         "RETURNING token::text AS token, pg_catalog.pg_backend_pid() AS backend_pid",
       values: [key.identity],
       guarded: true,
