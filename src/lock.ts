@@ -3,8 +3,9 @@
  * is held is held, and one it says is released is released.
  */
 import { releaseLevel, releaseLevels, tryLock, waitForLock } from "./acquire.js";
-import { ClosedError, ConnectionError, LockNotHeldError } from "./errors.js";
+import { ClosedError, ConnectionError, LockLostError, LockNotHeldError } from "./errors.js";
 import { type LockKey, type LockKeyInput, lockKey } from "./key.js";
+import { type LivenessOptions, liveness } from "./liveness.js";
 import { driverFor } from "./session/drivers.js";
 import { Session } from "./session/session.js";
 import { linkSignals, sharedController } from "./signals.js";
@@ -17,7 +18,8 @@ export interface CallOptions {
   signal?: AbortSignal | undefined;
 }
 
-export interface NewLockOptions extends CallOptions {
+/** With `keepaliveMs`, `probeTimeoutMs` and `serverKeepaliveMs`, as a Locker's (see liveness.ts). */
+export interface NewLockOptions extends CallOptions, LivenessOptions {
   /** application_name of the session while it is pglock's (default `pglock`); not set on a caller's pg.Client. */
   applicationName?: string | undefined;
 }
@@ -37,9 +39,10 @@ export async function newLock(db: unknown, key: LockKeyInput, options: NewLockOp
   const normalized = lockKey(key);
   const signal = checkSignal(options.signal, "newLock");
   const applicationName = checkString(options.applicationName, "newLock", "applicationName") ?? "pglock";
+  const { keepaliveMs, probeTimeoutMs, serverSettings } = liveness(options, "newLock");
   const driver = driverFor(db, "newLock", { allowClient: true });
   if (signal?.aborted) throw signal.reason;
-  const opening = Session.open(driver, { applicationName });
+  const opening = Session.open(driver, { applicationName, keepaliveMs, probeTimeoutMs, serverSettings });
   if (!signal) return new Lock(await opening, normalized);
   // A pool checkout cannot be cancelled: when the caller gives up first, the session goes straight back.
   return new Promise<Lock>((resolve, reject) => {
@@ -74,12 +77,32 @@ export class Lock {
   readonly #levels: Record<LockMode, number> = { exclusive: 0, shared: 0 };
   readonly #releasing: Record<LockMode, number> = { exclusive: 0, shared: 0 };
   readonly #inFlight = new Set<Promise<unknown>>();
+  readonly #lost = new AbortController();
   #closed: Promise<void> | undefined;
 
   /** @internal use {@link newLock} */
   constructor(session: Session, key: LockKey) {
     this.#session = session;
     this.key = key;
+    // The session can end under a Lock that nobody calls: told by the liveness probe, not 15 minutes
+    // later by the next call's TCP timeout (issue #14).
+    session.lostSignal.addEventListener(
+      "abort",
+      () => {
+        const reason = session.lostSignal.reason;
+        const detail = reason instanceof Error ? `: ${reason.message}` : "";
+        this.#lost.abort(new LockLostError(`lock ${key} was lost, its session ended${detail}`, { cause: reason }));
+      },
+      { once: true },
+    );
+  }
+
+  /**
+   * Aborted with a `LockLostError` when the Lock's session ends (terminated, a restart, a network cut
+   * found by the liveness probe): every level it held is gone. Not aborted by `close()`.
+   */
+  get signal(): AbortSignal {
+    return this.#lost.signal;
   }
 
   /** Takes the lock exclusively if it is free now; resolves whether it did (pg_try_advisory_lock). */

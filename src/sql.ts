@@ -119,11 +119,15 @@ export const NEUTRAL_TIMEOUTS: readonly (readonly [string, string])[] = [
 
 /**
  * One row: whether the server is a standby (where advisory locks exclude nobody on the primary),
- * the backend pid, and for each of `settings` its previous value (`previous_<i>`; null where this
+ * the backend pid and start time, and for each of `settings` its previous value (`previous_<i>`; null where this
  * server has no such setting, which is then left alone) before it is set for this session.
  */
 export function describeSession(settings: readonly (readonly [string, string])[] = []): Statement {
-  const base = "SELECT pg_catalog.pg_is_in_recovery() AS in_recovery, pg_catalog.pg_backend_pid() AS backend_pid";
+  const base =
+    "SELECT pg_catalog.pg_is_in_recovery() AS in_recovery, pg_catalog.pg_backend_pid() AS backend_pid, " +
+    // As epoch seconds: a timestamp's text depends on the session's DateStyle and TimeZone.
+    "(SELECT pg_catalog.date_part('epoch', a.backend_start) FROM pg_catalog.pg_stat_activity a " +
+    "WHERE a.pid = pg_catalog.pg_backend_pid())::text AS backend_start";
   const columns = settings.map((_, i) => {
     const [name, value] = [`$${2 * i + 1}`, `$${2 * i + 2}`];
     // current_setting(name, true) is null for a setting this version does not have; the target list
@@ -135,6 +139,20 @@ export function describeSession(settings: readonly (readonly [string, string])[]
     );
   });
   return { text: base + columns.join(""), values: settings.flat() };
+}
+
+/**
+ * Ends the server session `pid` if it is still the one that started at `backendStart` (a pid can be
+ * reused by a new session once the old one is gone). A role may end its own sessions.
+ * https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADMIN-SIGNAL
+ */
+export function terminateBackend(pid: number, backendStart: string): Statement {
+  return {
+    text:
+      "SELECT pg_catalog.pg_terminate_backend(a.pid) AS ended FROM pg_catalog.pg_stat_activity a " +
+      "WHERE a.pid = $1::int4 AND pg_catalog.date_part('epoch', a.backend_start)::text = $2",
+    values: [pid, backendStart],
+  };
 }
 
 /** Puts settings back as they were: `[name, value]` pairs. */

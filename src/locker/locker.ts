@@ -6,6 +6,7 @@
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
 import { ClosedError, ConnectionError, LockLostError, LockTimeoutError } from "../errors.js";
 import type { LockKey, LockKeyInput } from "../key.js";
+import { type Liveness, type LivenessOptions, liveness } from "../liveness.js";
 import { LeaderElection } from "../patterns/leader.js";
 import { notifierOf } from "../patterns/notifier.js";
 import { Semaphore } from "../patterns/semaphore.js";
@@ -22,18 +23,11 @@ import { FencingTokens } from "./fencing.js";
 import type { LockHandle } from "./handle.js";
 import { SessionPool, type Slot } from "./sessions.js";
 
-export interface LockerOptions {
+export interface LockerOptions extends LivenessOptions {
   /** Most connections the Locker takes from the pool at once (default 4). */
   maxSessions?: number;
   /** application_name of the Locker's sessions, so they can be found in pg_stat_activity (default `pglock`). */
   applicationName?: string;
-  /** How often an idle session is probed, and the TCP keepalive delay, in ms (default 10000; 0 turns probing off). */
-  keepaliveMs?: number;
-  /**
-   * A probe or a short statement unanswered this long (ms) means the session is lost (default 5000;
-   * 0: no deadline, so a silent network cut is noticed only by TCP keepalive).
-   */
-  probeTimeoutMs?: number;
   /**
    * A session that holds nothing goes back after this many ms: to the pg.Pool (default 1000), or,
    * with postgres.js, its connection is ended (default 10000, since the next session must reconnect).
@@ -108,6 +102,7 @@ export class Locker {
   readonly #driver: Driver;
   readonly #fencing: FencingTokens;
   readonly #applicationName: string;
+  readonly #serverSettings: Liveness["serverSettings"];
   /** Sessions outside the pool of shared sessions (LISTEN); close() gives them back too. */
   readonly #dedicated = new Set<Session>();
   readonly #keys = new Map<string, KeyState>();
@@ -122,8 +117,7 @@ export class Locker {
   constructor(pool: unknown, options: LockerOptions = {}) {
     optionsObject(options, "createLocker");
     const maxSessions = checkInteger(options.maxSessions, "createLocker", "options.maxSessions", 1) ?? 4;
-    const keepaliveMs = checkMs(options.keepaliveMs, "createLocker", "keepaliveMs") ?? 10_000;
-    const probeTimeoutMs = checkMs(options.probeTimeoutMs, "createLocker", "probeTimeoutMs") ?? 5_000;
+    const { keepaliveMs, probeTimeoutMs, serverSettings } = liveness(options, "createLocker");
     const applicationName = checkString(options.applicationName, "createLocker", "applicationName") ?? "pglock";
     this.#fencing = new FencingTokens(
       checkTableName(options.fencingTable, "createLocker", "fencingTable") ?? "pglock_fencing",
@@ -131,11 +125,13 @@ export class Locker {
     this.#driver = driverFor(pool, "createLocker", { allowClient: false });
     const idleMs = checkMs(options.idleMs, "createLocker", "idleMs") ?? this.#driver.idleMs;
     this.#applicationName = applicationName;
+    this.#serverSettings = serverSettings;
     this.#sessions = new SessionPool(this.#driver, {
       maxSessions,
       idleMs,
       keepaliveMs,
       probeTimeoutMs,
+      serverSettings,
       applicationName,
       onLost: (slot, reason) => this.#onSessionLost(slot, reason),
     });
@@ -272,7 +268,10 @@ export class Locker {
   /** @internal a session of its own, outside the multiplexing rules (a LISTEN connection). */
   async openDedicatedSession(): Promise<Session> {
     if (this.#closing.signal.aborted) throw new ClosedError("the Locker");
-    const session = await Session.open(this.#driver, { applicationName: this.#applicationName });
+    const session = await Session.open(this.#driver, {
+      applicationName: this.#applicationName,
+      serverSettings: this.#serverSettings,
+    });
     this.#dedicated.add(session);
     session.lostSignal.addEventListener("abort", () => this.#dedicated.delete(session), { once: true });
     if (this.#closing.signal.aborted) {

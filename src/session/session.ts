@@ -38,7 +38,12 @@ export interface SessionOptions {
   keepaliveMs?: number;
   /** A probe or a non-waiting statement unanswered this long (ms) means the session is lost; 0: no deadline. */
   probeTimeoutMs?: number;
+  /** Server settings for a connection pglock owns (liveness.ts: TCP keepalive), restored at release. */
+  serverSettings?: readonly (readonly [string, string])[];
 }
+
+/** How long ending an abandoned session on the server may take (a connection of its own, one statement). */
+const END_ON_SERVER_TIMEOUT_MS = 5_000;
 
 interface Job {
   statement: Statement;
@@ -62,10 +67,16 @@ export class Session {
   #closed = false;
   /** The server session this connection reached at open: guarded statements act only there. */
   readonly #backendPid: number;
+  /** When that server session started: with the pid, it names the session even after the pid is reused. */
+  readonly #backendStart: string | undefined;
+  readonly #driver: Driver;
+  #endingOnServer = false;
 
-  private constructor(connection: DriverConnection, backendPid: number) {
+  private constructor(connection: DriverConnection, driver: Driver, backendPid: number, backendStart?: string) {
     this.#connection = connection;
+    this.#driver = driver;
     this.#backendPid = backendPid;
+    this.#backendStart = backendStart;
   }
 
   /**
@@ -83,6 +94,7 @@ export class Session {
     if (driver.ownsConnections) {
       if (options.applicationName !== undefined) settings.push(["application_name", options.applicationName]);
       for (const [name, value] of sql.NEUTRAL_TIMEOUTS) settings.push([name, value]);
+      for (const [name, value] of options.serverSettings ?? []) settings.push([name, value]);
     }
     let row: Record<string, unknown> | undefined;
     try {
@@ -100,13 +112,15 @@ export class Session {
       await connection.release();
       throw new ReadOnlyServerError();
     }
-    const session = new Session(connection, Number(row?.backend_pid));
+    const backendStart = typeof row?.backend_start === "string" ? row.backend_start : undefined;
+    const session = new Session(connection, driver, Number(row?.backend_pid), backendStart);
     settings.forEach(([name], i) => {
       const previous = row?.[`previous_${i}`];
       if (previous !== null && previous !== undefined) session.#previousSettings.push([name, String(previous)]);
     });
     connection.onEnd((cause) => session.#markLost(new ConnectionError(describeEnd(cause), { cause })));
-    if (options.keepaliveMs && options.keepaliveMs > 0) {
+    // A caller's own pg.Client is not probed: the probe would interleave with the caller's queries.
+    if (options.keepaliveMs && options.keepaliveMs > 0 && driver.ownsConnections) {
       connection.setKeepAlive?.(options.keepaliveMs);
       session.#startHeartbeat(options.keepaliveMs, options.probeTimeoutMs ?? 5_000);
     }
@@ -377,12 +391,51 @@ export class Session {
     else await this.#connection.release();
   }
 
-  /** Ends the connection: PostgreSQL releases every lock the session held. `lostSignal` aborts with `cause`. */
+  /**
+   * Ends the connection: PostgreSQL releases every lock the session held. `lostSignal` aborts with
+   * `cause`. pglock gives up on a session when it stops answering, but the server session may live
+   * on (a statement stuck in a synchronous-replication wait, a network that drops packets), holding
+   * its locks until the server notices. So it is also ended from a connection of its own, by pid and
+   * start time (issue #14), where pglock owns the connections.
+   */
   async discard(cause: ConnectionError): Promise<void> {
+    // Before markLost: its listeners may give the session back at once, which closes it.
+    if (!this.#closed && !this.#endingOnServer && this.#driver.ownsConnections && this.#backendStart !== undefined) {
+      this.#endingOnServer = true;
+      void this.#endOnServer();
+    }
     this.#markLost(cause);
     if (this.#closed) return;
     this.#closed = true;
     await this.#connection.destroy(cause);
+  }
+
+  /** pg_terminate_backend of this server session, from another connection; best effort, bounded. */
+  async #endOnServer(): Promise<void> {
+    const connecting = this.#driver.connect();
+    let gaveUp = false;
+    const timer = setTimeout(() => {
+      gaveUp = true;
+      void connecting.then(
+        (late) => late.destroy(new Error("not needed any more")),
+        () => {},
+      );
+    }, END_ON_SERVER_TIMEOUT_MS);
+    timer.unref();
+    try {
+      const connection = await connecting;
+      if (gaveUp) return;
+      try {
+        await connection.query(sql.terminateBackend(this.#backendPid, this.#backendStart as string));
+        await connection.release();
+      } catch (error) {
+        await connection.destroy(error instanceof Error ? error : new Error(String(error)));
+      }
+    } catch {
+      // The server is unreachable from here too: it ends the session when its keepalive gives up.
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 
