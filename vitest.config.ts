@@ -7,7 +7,12 @@ export default defineConfig({
     globalSetup: ["test/support/global-setup.ts"],
     include: ["test/**/*.test.ts"],
     // test/bun/ needs Bun's built-in SQL: `npm run test:runtimes` runs it on Bun.
-    exclude: ["test/pgbouncer/**", "**/node_modules/**", ...("bun" in process.versions ? [] : ["test/bun/**"])],
+    exclude: [
+      "test/pgbouncer/**",
+      "test/blackhole/**",
+      "**/node_modules/**",
+      ...("bun" in process.versions ? [] : ["test/bun/**"]),
+    ],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",

