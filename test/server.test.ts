@@ -150,6 +150,51 @@ describe("a server that shuts down", () => {
   });
 });
 
+describe("a failover that lost the last commits (asynchronous replication)", () => {
+  it("fencing tokens keep increasing: the new primary's timeline lifts them above every old token", async () => {
+    const primary = await startThrowawayPostgres();
+    const pools: pg.Pool[] = [];
+    const poolOn = (url: string) => {
+      const pool = new pg.Pool({ connectionString: url, max: 4 });
+      pool.on("error", () => {});
+      pools.push(pool);
+      return pool;
+    };
+    const draw = async (pool: pg.Pool, n: number) => {
+      const locker = createLocker(pool);
+      const tokens: bigint[] = [];
+      for (let i = 0; i < n; i++) {
+        const handle = await locker.acquire("failover-key", { fencing: true });
+        tokens.push(handle.fencingToken as bigint);
+        await handle.release();
+      }
+      await locker.close();
+      return tokens;
+    };
+    let standby: ThrowawayPostgres | undefined;
+    try {
+      const before = await draw(poolOn(primary.url), 3);
+      standby = await primary.standbyCopy(); // the standby has the first 3 tokens, and no more
+      const lost = await draw(poolOn(primary.url), 5); // committed on the old primary only
+      await primary.stop();
+      const promoted = poolOn(standby.url);
+      await promoted.query("SELECT pg_promote()");
+      await eventually(async () => (await promoted.query("SELECT pg_is_in_recovery() AS r")).rows[0].r === false);
+      const [after] = await draw(promoted, 1);
+      const all = [...before, ...lost];
+      expect(all).toEqual([...all].sort((a, b) => (a < b ? -1 : 1)));
+      expect(after).toBeGreaterThan(all.at(-1) as bigint);
+      // The new primary never saw tokens 4-8: its counter started again from the timeline's floor.
+      expect((after as bigint) >> 40n).toBe(((all.at(-1) as bigint) >> 40n) + 1n);
+      expect((after as bigint) & ((1n << 40n) - 1n)).toBe(1n);
+    } finally {
+      await Promise.all(pools.map((pool) => pool.end()));
+      await standby?.stop();
+      await primary.stop();
+    }
+  });
+});
+
 describe("a hot standby", () => {
   it("is refused with ReadOnlyServerError: its advisory locks would exclude nobody on the primary", async () => {
     const server = await startThrowawayPostgres({ standby: true });

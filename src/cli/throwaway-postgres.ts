@@ -23,6 +23,13 @@ export interface ThrowawayPostgres {
   readonly port: number;
   /** Stops the server (fast shutdown: sessions end, their locks with them) and starts it again on the same port. */
   restart(): Promise<void>;
+  /**
+   * A cold copy of this server as a standby of nothing, on a port of its own (this one is stopped
+   * for the copy and started again). Promoted (`SELECT pg_promote()`), it is a new primary on the
+   * next timeline that lacks whatever this server commits after the copy: an asynchronous failover
+   * that lost the last commits, made deterministic.
+   */
+  standbyCopy(): Promise<ThrowawayPostgres>;
   stop(): Promise<void>;
 }
 
@@ -86,6 +93,20 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
     const lines = options.network.clients.map((cidr) => `host all all ${cidr} password`);
     await appendFile(join(dataDir, "pg_hba.conf"), `\n${lines.join("\n")}\n`);
   }
+  return launch({ binDir, owner, root, dataDir, password, options });
+}
+
+interface Instance {
+  binDir: string;
+  owner: { uid: number; gid: number } | undefined;
+  root: string;
+  dataDir: string;
+  password: string;
+  options: ThrowawayOptions;
+}
+
+async function launch(instance: Instance): Promise<ThrowawayPostgres> {
+  const { binDir, owner, root, dataDir, password, options } = instance;
   const port = await freePort();
   const flags = [
     "-D",
@@ -119,6 +140,29 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
     async restart() {
       await server.stop();
       server = await run(binDir, flags, owner, port, url);
+    },
+    async standbyCopy() {
+      const copyRoot = await mkdtemp(join(tmpdir(), "pglock-pg-"));
+      await chmod(copyRoot, 0o755);
+      if (owner) await chown(copyRoot, owner.uid, owner.gid);
+      await server.stop();
+      try {
+        // A cleanly stopped data directory, copied as it is (ownership and modes kept).
+        await cp(dataDir, join(copyRoot, "data"), {
+          recursive: true,
+          preserveTimestamps: true,
+          verbatimSymlinks: true,
+        });
+        if (owner) spawnSync("chown", ["-R", `${owner.uid}:${owner.gid}`, copyRoot]);
+      } finally {
+        server = await run(binDir, flags, owner, port, url);
+      }
+      return launch({
+        ...instance,
+        root: copyRoot,
+        dataDir: join(copyRoot, "data"),
+        options: { ...options, standby: true },
+      });
     },
     async stop() {
       await server.stop();

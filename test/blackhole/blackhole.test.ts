@@ -69,11 +69,17 @@ afterAll(async () => {
   for (const trial of trials) trial.client?.kill("SIGKILL");
   await admin?.end();
   await server?.stop();
-  // Deleting a namespace deletes its end of the veth pair, and with it the host's end.
-  for (const trial of trials) {
-    try {
-      sh("ip", ["netns", "del", trial.ns]);
-    } catch {}
+  // Sockets still retransmitting into the black hole keep a deleted namespace (and its veth pair)
+  // alive in the kernel for minutes: delete the host's end of each pair, which deletes both ends.
+  for (const [n, trial] of trials.entries()) {
+    for (const args of [
+      ["link", "del", `pgbh${tag}h${n}`],
+      ["netns", "del", trial.ns],
+    ]) {
+      try {
+        sh("ip", args);
+      } catch {}
+    }
   }
 });
 
