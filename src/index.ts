@@ -14,6 +14,7 @@ export {
   ReadOnlyServerError,
 } from "./errors.js";
 export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";
+export type { LivenessOptions } from "./liveness.js";
 export { type CallOptions, Lock, type NewLockOptions, newLock } from "./lock.js";
 export { type AcquireAllOptions, LockGroup } from "./locker/compose.js";
 export { type AcquiredEvent, channels, type LostEvent, type ReleasedEvent } from "./locker/events.js";
