@@ -187,7 +187,7 @@ export class Session {
       // Nothing else may run until the server has taken the cancel request, or it could cancel that instead.
       this.#cancelling = this.#connection
         .cancel()
-        .catch((error) => this.discard(asConnectionError(error, "could not cancel a wait")))
+        .catch((error) => this.#abandon(asConnectionError(error, "could not cancel a wait"), job.statement))
         .finally(() => {
           this.#cancelling = undefined;
           this.#pump();
@@ -351,7 +351,10 @@ export class Session {
     const running = this.#running;
     if (running) {
       if (deadline && !running.options.waits && performance.now() - (running.startedAt ?? 0) > this.#probeTimeoutMs) {
-        void this.discard(new ConnectionError(`PostgreSQL did not answer within ${this.#probeTimeoutMs} ms`));
+        void this.#abandon(
+          new ConnectionError(`PostgreSQL did not answer within ${this.#probeTimeoutMs} ms`),
+          running.statement,
+        );
       }
       return;
     }
@@ -361,13 +364,15 @@ export class Session {
       return;
     }
     const probe = new AbortController();
+    const probeStatement = sql.ping();
     const timer = setTimeout(() => {
       probe.abort();
-      void this.discard(
+      void this.#abandon(
         new ConnectionError(`PostgreSQL did not answer a liveness probe within ${this.#probeTimeoutMs} ms`),
+        probeStatement,
       );
     }, this.#probeTimeoutMs);
-    void this.run(sql.ping(), { signal: probe.signal }).then(() => clearTimeout(timer));
+    void this.run(probeStatement, { signal: probe.signal }).then(() => clearTimeout(timer));
   }
 
   #markLost(error: ConnectionError) {
@@ -391,27 +396,35 @@ export class Session {
     else await this.#connection.release();
   }
 
-  /**
-   * Ends the connection: PostgreSQL releases every lock the session held. `lostSignal` aborts with
-   * `cause`. pglock gives up on a session when it stops answering, but the server session may live
-   * on (a statement stuck in a synchronous-replication wait, a network that drops packets), holding
-   * its locks until the server notices. So it is also ended from a connection of its own, by pid and
-   * start time (issue #14), where pglock owns the connections.
-   */
+  /** Ends the connection: PostgreSQL releases every lock the session held. `lostSignal` aborts with `cause`. */
   async discard(cause: ConnectionError): Promise<void> {
-    // Before markLost: its listeners may give the session back at once, which closes it.
-    if (!this.#closed && !this.#endingOnServer && this.#driver.ownsConnections && this.#backendStart !== undefined) {
-      this.#endingOnServer = true;
-      void this.#endOnServer();
-    }
     this.#markLost(cause);
     if (this.#closed) return;
     this.#closed = true;
     await this.#connection.destroy(cause);
   }
 
-  /** pg_terminate_backend of this server session, from another connection; best effort, bounded. */
-  async #endOnServer(): Promise<void> {
+  /**
+   * Gives up on a session that stopped answering while `statement` ran. Closing the socket is not
+   * enough: the server session may live on, holding its locks, until the server notices (a
+   * statement stuck in a synchronous-replication wait, a network that drops packets). So it is also
+   * ended from a connection of its own (issue #14), where pglock owns the connections.
+   */
+  #abandon(cause: ConnectionError, statement: Statement): Promise<void> {
+    // Before discard: markLost's listeners may give the session back at once, which closes it.
+    if (!this.#closed && !this.#endingOnServer && this.#driver.ownsConnections && this.#backendStart !== undefined) {
+      this.#endingOnServer = true;
+      void this.#endOnServer(statement);
+    }
+    return this.discard(cause);
+  }
+
+  /**
+   * pg_terminate_backend of this server session, from another connection; best effort, bounded. Only
+   * while that session still shows pglock's statement: behind a pooler, the same server session may
+   * serve another client by now, whose work must not be ended.
+   */
+  async #endOnServer(statement: Statement): Promise<void> {
     const connecting = this.#driver.connect();
     let gaveUp = false;
     const timer = setTimeout(() => {
@@ -426,7 +439,7 @@ export class Session {
       const connection = await connecting;
       if (gaveUp) return;
       try {
-        await connection.query(sql.terminateBackend(this.#backendPid, this.#backendStart as string));
+        await connection.query(sql.terminateBackend(this.#backendPid, this.#backendStart as string, statement.text));
         await connection.release();
       } catch (error) {
         await connection.destroy(error instanceof Error ? error : new Error(String(error)));
