@@ -1,13 +1,16 @@
 // Behaviours that need a server of their own: a tiny lock table, a shutdown. Each starts a
 // throwaway PostgreSQL whatever DATABASE_URL says, so it never disturbs a shared server.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { cp, mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import pg from "pg";
 import { createLocker, type LockHandle, LockLostError, LockTableFullError, newLock, ReadOnlyServerError } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
 import { eventually } from "./support/db.js";
+import { program } from "./support/run.js";
 
 describe("the throwaway server", () => {
   it("starts from binaries in a 0700 directory (a root checkout under /root or mktemp -d)", async () => {
@@ -34,6 +37,27 @@ describe("the throwaway server", () => {
     } finally {
       await rm(hidden, { recursive: true, force: true });
     }
+  });
+
+  it("a server whose starter was SIGKILLed is stopped by the next start, and its directory removed", async () => {
+    const [command, args] = program("test/support/start-server.ts");
+    const starter = spawn(command, args, { stdio: ["ignore", "pipe", "inherit"] });
+    const port = await new Promise<number>((resolve) =>
+      starter.stdout.once("data", (chunk) => resolve(Number(String(chunk).trim()))),
+    );
+    starter.kill("SIGKILL"); // no exit hook runs: the postmaster is orphaned, as in a killed CI job
+    const postmasters = () =>
+      spawnSync("pgrep", ["-f", `postgres -D .* -p ${port} `], { encoding: "utf8" })
+        .stdout.trim()
+        .split("\n")
+        .filter(Boolean);
+    await eventually(() => postmasters().length === 1, 5_000);
+    const commandLine = spawnSync("ps", ["-o", "args=", "-p", postmasters()[0] as string], { encoding: "utf8" }).stdout;
+    const root = dirname(/-D (\S+)/.exec(commandLine)?.[1] as string);
+    expect(existsSync(root)).toBe(true);
+    const next = await startThrowawayPostgres();
+    await next.stop();
+    await eventually(() => postmasters().length === 0 && !existsSync(root), 10_000);
   });
 
   it("says which binary failed, and where, when it cannot start", async () => {

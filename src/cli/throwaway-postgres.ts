@@ -10,11 +10,11 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { appendFile, chmod, chown, cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { arch, platform, tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { loadPg } from "./connect.js";
 
 export interface ThrowawayPostgres {
@@ -58,6 +58,7 @@ export function freePort(): Promise<number> {
 }
 
 export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Promise<ThrowawayPostgres> {
+  reapOrphans();
   const owner = serverUser();
   // initdb and postgres refuse to run as root; the `postgres` user must reach the data directory.
   const root = await mkdtemp(join(tmpdir(), "pglock-pg-"));
@@ -169,6 +170,33 @@ async function launch(instance: Instance): Promise<ThrowawayPostgres> {
       await rm(root, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Throwaway postmasters whose starter was killed (SIGKILL, a CI timeout: no exit hook runs) are
+ * orphans, adopted by init: the next start stops them and removes their directories. Linux only.
+ */
+function reapOrphans() {
+  let pids: string[];
+  try {
+    pids = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
+  } catch {
+    return;
+  }
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== 1) continue;
+      const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      const dataDir = args[args.indexOf("-D") + 1] ?? "";
+      const root = dirname(dataDir);
+      if (!args[0]?.endsWith("/postgres") || dirname(root) !== tmpdir() || !/^pglock-pg-/.test(basename(root)))
+        continue;
+      process.kill(Number(pid), "SIGQUIT");
+      setTimeout(() => rmSync(root, { recursive: true, force: true }), 1_000).unref();
+    } catch {} // gone meanwhile, or not ours to read
+  }
 }
 
 /** Postmasters of this process, stopped at exit however the process ends (a failed test must not leave one). */
