@@ -273,6 +273,7 @@ describe("semaphore", () => {
     const lockersUsed = [makeLocker(), makeLocker()];
     let inside = 0;
     let most = 0;
+    let done = 0;
     const slots = new Set<number>();
     await Promise.all(
       Array.from({ length: 12 }, async (_, i) => {
@@ -280,8 +281,12 @@ describe("semaphore", () => {
         const handle = await semaphore.acquire({ timeout: 20_000 });
         most = Math.max(most, ++inside);
         slots.add(handle.slot);
+        // Hold until the semaphore is full (or no one else is left to come in), so that reaching 3
+        // holders does not depend on how fast a loaded machine hands the permits out.
+        await eventually(() => inside >= 3 || done + inside === 12, 15_000);
         await sleep(20);
         inside--;
+        done++;
         await handle.release();
       }),
     );

@@ -1,7 +1,7 @@
 // Behaviours that need a server of their own: a tiny lock table, a shutdown. Each starts a
 // throwaway PostgreSQL whatever DATABASE_URL says, so it never disturbs a shared server.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { cp, mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -52,8 +52,9 @@ describe("the throwaway server", () => {
         .split("\n")
         .filter(Boolean);
     await eventually(() => postmasters().length === 1, 5_000);
-    const commandLine = spawnSync("ps", ["-o", "args=", "-p", postmasters()[0] as string], { encoding: "utf8" }).stdout;
-    const root = dirname(/-D (\S+)/.exec(commandLine)?.[1] as string);
+    // From /proc, not ps, which cuts long command lines at 80 columns when not writing to a terminal.
+    const postmasterArgs = readFileSync(`/proc/${postmasters()[0]}/cmdline`, "utf8").split("\0");
+    const root = dirname(postmasterArgs[postmasterArgs.indexOf("-D") + 1] as string);
     expect(existsSync(root)).toBe(true);
     const next = await startThrowawayPostgres();
     await next.stop();
