@@ -108,21 +108,19 @@ const DRILLS: Drill[] = [
     name: "unplanned failover, replicas behind (asynchronous)",
     synchronous: false,
     async fault(stack, leader) {
-      // The replicas stop receiving WAL while the primary goes on committing, then the primary dies.
-      const receivers = stack.nodes
-        .filter((node) => node !== leader)
-        .flatMap((node) => descendants(stack.postmasterPid(node) ?? 0))
-        .filter((pid) => {
-          try {
-            return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("walreceiver");
-          } catch {
-            return false;
-          }
-        });
-      signal(receivers, "SIGSTOP");
+      // The primary's WAL senders are frozen while it goes on committing, then the primary dies: the
+      // replicas are behind, and the commits they never received are gone. (Stopping the replicas'
+      // WAL receivers was not enough: the WAL in their sockets still arrived, or they came back.)
+      const senders = descendants(stack.postmasterPid(leader) ?? 0).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("walsender");
+        } catch {
+          return false;
+        }
+      });
+      signal(senders, "SIGSTOP");
       await sleep(3_000);
-      signal([stack.postmasterPid(leader) ?? 0], "SIGKILL");
-      signal(receivers, "SIGCONT");
+      signal([stack.postmasterPid(leader) ?? 0, ...senders], "SIGKILL");
     },
   },
 ];

@@ -120,7 +120,12 @@ export async function startStack(options: { synchronous: boolean }): Promise<Sta
           synchronous_mode_strict: options.synchronous,
           postgresql: {
             use_pg_rewind: true,
-            parameters: { wal_level: "replica", hot_standby: "on", wal_log_hints: "on", max_wal_senders: 10 },
+            parameters: {
+              wal_level: "replica",
+              hot_standby: "on",
+              wal_log_hints: "on",
+              max_wal_senders: 10,
+            },
           },
         },
         initdb: [{ encoding: "UTF8" }, { locale: "C" }],
