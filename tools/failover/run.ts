@@ -70,14 +70,11 @@ const DRILLS: Drill[] = [
     name: "planned switchover",
     synchronous: true,
     async fault(stack, leader) {
-      const candidate = stack.nodes.find((node) => node !== leader) as Node;
-      execFileSync(
-        "patronictl",
-        ["-c", stack.configOf(leader), "switchover", "--leader", leader.name, "--candidate", candidate.name, "--force"],
-        {
-          stdio: "ignore",
-        },
-      );
+      // No --candidate: in synchronous mode only the synchronous standby may take over, and Patroni
+      // knows which one that is (naming another one made the switchover fail silently).
+      execFileSync("patronictl", ["-c", stack.configOf(leader), "switchover", "--leader", leader.name, "--force"], {
+        stdio: "ignore",
+      });
     },
   },
   {
@@ -203,7 +200,10 @@ async function runDrill(drill: Drill) {
     // Run on until a new primary serves, then 10 s more.
     const deadline = Date.now() + 90_000;
     while (!(await stack.leader()) || (await stack.leader()) === leader) {
-      if (Date.now() > deadline) break;
+      if (Date.now() > deadline) {
+        violations.push("no other node became the primary within 90 s of the fault");
+        break;
+      }
       await sleep(500);
     }
     await sleep(10_000);
