@@ -58,6 +58,10 @@ export async function startStack(options: { synchronous: boolean }): Promise<Sta
   const [uid, gid] = [id("-u"), id("-g")];
   chownSync(root, uid, gid);
   const children: ChildProcess[] = [];
+  // Killed or crashed, the harness must not leave a cluster running.
+  process.once("exit", () => {
+    for (const child of children) child.kill("SIGKILL");
+  });
   const logs = new Map<ChildProcess, string>();
   const launch = (command: string, args: string[], asPostgres: boolean) => {
     const child = spawn(command, args, {
