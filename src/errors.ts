@@ -101,6 +101,12 @@ export class LockLostError extends PglockError {
   }
 }
 
+/** @internal The loss of a lock because the session holding it ended with `reason` (Lock and Locker alike). */
+export function sessionEndedError(key: { toString(): string }, reason: unknown): LockLostError {
+  const detail = reason instanceof Error ? `: ${reason.message}` : "";
+  return new LockLostError(`lock ${key} was lost, its session ended${detail}`, { cause: reason });
+}
+
 /** PostgreSQL detected a deadlock between lock waits (SQLSTATE 40P01) and chose this wait to fail. */
 export class DeadlockError extends PglockError {
   constructor(key: string, options?: ErrorOptions) {

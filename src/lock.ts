@@ -3,12 +3,12 @@
  * is held is held, and one it says is released is released.
  */
 import { releaseLevel, releaseLevels, tryLock, waitForLock } from "./acquire.js";
-import { ClosedError, ConnectionError, LockLostError, LockNotHeldError } from "./errors.js";
+import { ClosedError, ConnectionError, LockNotHeldError, sessionEndedError } from "./errors.js";
 import { type LockKey, type LockKeyInput, lockKey } from "./key.js";
 import { type LivenessOptions, liveness } from "./liveness.js";
 import { driverFor } from "./session/drivers.js";
 import { Session } from "./session/session.js";
-import { linkSignals, sharedController } from "./signals.js";
+import { linkSignals, sharedController, untilAborted } from "./signals.js";
 import type { LockMode } from "./sql.js";
 import { checkSignal, checkString, optionsObject } from "./validate.js";
 
@@ -45,27 +45,8 @@ export async function newLock(db: unknown, key: LockKeyInput, options: NewLockOp
   const opening = Session.open(driver, { applicationName, keepaliveMs, probeTimeoutMs, serverSettings });
   if (!signal) return new Lock(await opening, normalized);
   // A pool checkout cannot be cancelled: when the caller gives up first, the session goes straight back.
-  return new Promise<Lock>((resolve, reject) => {
-    const onAbort = () => {
-      reject(signal.reason);
-      opening.then(
-        (session) => session.release(),
-        () => {},
-      );
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    opening.then(
-      (session) => {
-        signal.removeEventListener("abort", onAbort);
-        if (signal.aborted) return;
-        resolve(new Lock(session, normalized));
-      },
-      (error) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
+  const session = await untilAborted(opening, signal, (late) => late.release());
+  return new Lock(session, normalized);
 }
 
 /** One lock key over one dedicated session. Locks stack as in PostgreSQL: n locks need n unlocks. */
@@ -88,11 +69,7 @@ export class Lock {
     // later by the next call's TCP timeout (issue #14).
     session.lostSignal.addEventListener(
       "abort",
-      () => {
-        const reason = session.lostSignal.reason;
-        const detail = reason instanceof Error ? `: ${reason.message}` : "";
-        this.#lost.abort(new LockLostError(`lock ${key} was lost, its session ended${detail}`, { cause: reason }));
-      },
+      () => this.#lost.abort(sessionEndedError(key, session.lostSignal.reason)),
       { once: true },
     );
   }

@@ -50,3 +50,29 @@ export function sharedController(): AbortController {
   setMaxListeners(0, controller.signal);
   return controller;
 }
+
+/**
+ * `promise`, or a rejection with `signal.reason` as soon as the signal aborts, for work that cannot
+ * be cancelled (taking a connection). What the promise yields after the abort goes to `late`, so the
+ * caller can give it back; a failure after the abort (of the promise or of `late`) is nobody's concern.
+ */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal, late: (value: T) => unknown): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      reject(signal.reason);
+      promise.then(late).catch(() => {});
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}

@@ -4,7 +4,7 @@
  * is on the server. Loss of a session aborts the signal of every handle it carried.
  */
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
-import { ClosedError, ConnectionError, LockLostError, LockTimeoutError } from "../errors.js";
+import { ClosedError, ConnectionError, LockLostError, LockTimeoutError, sessionEndedError } from "../errors.js";
 import type { LockKey, LockKeyInput } from "../key.js";
 import { type Liveness, type LivenessOptions, liveness } from "../liveness.js";
 import { LeaderElection } from "../patterns/leader.js";
@@ -523,12 +523,8 @@ export class Locker {
     const states = this.#slotKeys.get(slot);
     this.#slotKeys.delete(slot);
     if (!states) return;
-    const detail = reason instanceof Error ? `: ${reason.message}` : "";
     for (const state of states) {
-      this.#loseHolders(
-        state,
-        new LockLostError(`lock ${state.key} was lost, its session ended${detail}`, { cause: reason }),
-      );
+      this.#loseHolders(state, sessionEndedError(state.key, reason));
       state.slot = undefined;
       state.mode = undefined;
       this.#drain(state);

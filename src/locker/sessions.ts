@@ -9,6 +9,7 @@
 import { ClosedError } from "../errors.js";
 import type { Driver } from "../session/driver.js";
 import { Session, type SessionOptions } from "../session/session.js";
+import { untilAborted } from "../signals.js";
 
 export interface Slot {
   readonly session: Session;
@@ -135,33 +136,7 @@ export class SessionPool {
       this.#opening--;
     });
     if (!signal) return this.#adopt(await opening, forWait, 1);
-    let gaveUp = false;
-    const session = await new Promise<Session>((resolve, reject) => {
-      const onAbort = () => {
-        gaveUp = true;
-        reject(signal.reason);
-      };
-      if (signal.aborted) return onAbort();
-      signal.addEventListener("abort", onAbort, { once: true });
-      opening.then(
-        (opened) => {
-          signal.removeEventListener("abort", onAbort);
-          resolve(opened);
-        },
-        (error: unknown) => {
-          signal.removeEventListener("abort", onAbort);
-          reject(error);
-        },
-      );
-    }).catch((error: unknown) => {
-      if (gaveUp) {
-        opening.then(
-          (late) => this.#adopt(late, false, 0).catch(() => {}),
-          () => {},
-        );
-      }
-      throw error;
-    });
+    const session = await untilAborted(opening, signal, (late) => this.#adopt(late, false, 0).catch(() => {}));
     return this.#adopt(session, forWait, 1);
   }
 

@@ -5,6 +5,7 @@
  * unhandled error.
  */
 import { ConnectionError, ReadOnlyServerError } from "../errors.js";
+import { LIVENESS_DEFAULTS } from "../liveness.js";
 import type { BatchOp, Statement } from "../sql.js";
 import * as sql from "../sql.js";
 import { type Driver, type DriverConnection, endsSession } from "./driver.js";
@@ -122,7 +123,7 @@ export class Session {
     // A caller's own pg.Client is not probed: the probe would interleave with the caller's queries.
     if (options.keepaliveMs && options.keepaliveMs > 0 && driver.ownsConnections) {
       connection.setKeepAlive?.(options.keepaliveMs);
-      session.#startHeartbeat(options.keepaliveMs, options.probeTimeoutMs ?? 5_000);
+      session.#startHeartbeat(options.keepaliveMs, options.probeTimeoutMs ?? LIVENESS_DEFAULTS.probeTimeoutMs);
     }
     return session;
   }
