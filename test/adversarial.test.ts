@@ -1,4 +1,5 @@
-// The four library failures an adversarial run found (issue #18), each reproduced as it was seen.
+// The four library failures an adversarial run found (issue #18), each reproduced as it was seen,
+// and the crash the chaos suite found (issue #13).
 
 import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
@@ -225,5 +226,15 @@ describe("the ms options: 0 means none of it", () => {
     } finally {
       await locker.close();
     }
+  });
+});
+
+describe("a connection that fails while pg-pool hands it over (issue #13's chaos crash)", () => {
+  it("rejects the acquire with ConnectionError, and the process does not crash", async () => {
+    const result = await run(...program("test/support/handover-child.ts"), { DATABASE_URL: databaseUrl() });
+    expect(result.stderr).not.toContain("Unhandled 'error' event");
+    expect(result.stdout).toContain("locker: rejected ERR_PGLOCK_CONNECTION");
+    expect(result.stdout).toContain("own checkout: query failed");
+    expect(result.code).toBe(0);
   });
 });

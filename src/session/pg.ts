@@ -29,6 +29,7 @@ export interface PgPoolClient extends PgClient {
 export interface PgPool {
   connect(): Promise<PgPoolClient>;
   readonly totalCount: number;
+  on?(event: "acquire", listener: (client: PgPoolClient) => void): unknown;
 }
 
 export function isPgPool(value: unknown): value is PgPool {
@@ -51,14 +52,49 @@ export function isPgClient(value: unknown): value is PgClient {
 /** Caller-owned clients that a pglock session uses now: one session per client, or their statements would interleave. */
 const clientsInUse = new WeakSet<PgClient>();
 
+/** Errors that reached a pool client while pg-pool was handing it over; see guardHandovers. */
+const handoverErrors = new WeakMap<PgClient, Error>();
+const guardedPools = new WeakSet<PgPool>();
+
+/**
+ * pg-pool hands a client to `connect()`'s caller from inside the socket read that completed it (the
+ * startup's ReadyForQuery, or a callback query's end): it removes its idle 'error' listener there,
+ * and the caller's own listener can only come a microtask later. When the same read also carries a
+ * FATAL (a backend terminated or a server shutting down right then), the client emits 'error' with
+ * no listener and the process crashes (brianc/node-postgres#2762 is this report). Seen in the chaos
+ * suite, reproduced in test/adversarial.test.ts. The guard listens from the pool's 'acquire' event,
+ * emitted before the idle listener is removed, to the end of that read; pglock then refuses a client
+ * that failed in between. The user's own checkouts from the same pool get the same protection: their
+ * client's next query fails instead of the process crashing.
+ */
+function guardHandovers(pool: PgPool) {
+  if (guardedPools.has(pool) || typeof pool.on !== "function") return;
+  guardedPools.add(pool);
+  pool.on("acquire", (client) => {
+    const record = (error: unknown) =>
+      handoverErrors.set(client, error instanceof Error ? error : new Error(String(error)));
+    client.on("error", record);
+    queueMicrotask(() => client.removeListener("error", record));
+  });
+}
+
 /** A driver over a `pg.Pool` (each connection is checked out) or one caller-owned `pg.Client`. */
 export function pgDriver(db: unknown, what: string): Driver {
   if (isPgPool(db)) {
+    guardHandovers(db);
     return {
       ownsConnections: true,
       idleMs: 1_000,
       async connect() {
         const client = await db.connect();
+        const failed = handoverErrors.get(client);
+        if (failed) {
+          handoverErrors.delete(client);
+          client.release(failed);
+          throw new ConnectionError(`the connection failed as the pool handed it over: ${failed.message}`, {
+            cause: failed,
+          });
+        }
         return new PgConnection(
           client,
           () => client.release(),
