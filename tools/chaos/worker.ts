@@ -24,6 +24,16 @@ const direct = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 
 const viaProxy = new pg.Pool({ connectionString: process.env.LOCK_URL, max: 4, connectionTimeoutMillis: 2_000 });
 direct.on("error", () => {});
 viaProxy.on("error", () => {});
+const raw = broken === "trust-timeout" || broken === "wrong-session";
+/**
+ * The worker's own clients never crash it, so a crash can only be pglock's. Their no-op 'error'
+ * listener is added as each client is made (pg-pool's 'connect' event): one added after a checkout
+ * comes too late for a FATAL that arrives in the checkout's own socket read (see src/session/pg.ts).
+ * pglock's clients (viaProxy, unless a raw variant uses it) get none: pglock must handle them itself.
+ */
+const quiet = (client: pg.PoolClient) => client.on("error", () => {});
+direct.on("connect", quiet);
+if (raw) viaProxy.on("connect", quiet);
 const sqlViaProxy =
   driver === "postgres.js"
     ? postgres(process.env.LOCK_URL as string, { max: 4, connect_timeout: 2, onnotice: () => {} })
@@ -66,7 +76,6 @@ async function increment(token: bigint | undefined, lost: AbortSignal | undefine
   await sleep(broken ? 60 + Math.random() * 90 : Math.random() * 4);
   if (lost?.aborted) return;
   const client = await direct.connect();
-  quiet(client); // a server restart must not crash the worker through a checked-out client
   try {
     await client.query("BEGIN");
     const update =
@@ -131,14 +140,6 @@ async function withPglock() {
   await locker.close();
 }
 
-const quieted = new WeakSet<object>();
-/** One no-op 'error' listener per pooled client (a pool hands the same clients out again). */
-function quiet(client: pg.PoolClient) {
-  if (quieted.has(client)) return;
-  quieted.add(client);
-  client.on("error", () => {});
-}
-
 /** The broken variants' own lock code, written as the bugs they emulate. */
 async function withBrokenRawLocks() {
   while (!stopping) {
@@ -147,7 +148,6 @@ async function withBrokenRawLocks() {
       await sleep(50);
       continue;
     }
-    quiet(client);
     let held = false;
     try {
       // Bug: a client-side timeout, after which the server-side wait goes on and may be granted later.
@@ -179,7 +179,6 @@ async function withBrokenRawLocks() {
   }
 }
 
-const raw = broken === "trust-timeout" || broken === "wrong-session";
 emit({ e: "start", driver: raw ? "raw pg" : driver });
 await (raw ? withBrokenRawLocks() : withPglock());
 emit({ e: "idle" });
