@@ -107,14 +107,21 @@ export function sessionEndedError(key: { toString(): string }, reason: unknown):
   return new LockLostError(`lock ${key} was lost, its session ended${detail}`, { cause: reason });
 }
 
-/** PostgreSQL detected a deadlock between lock waits (SQLSTATE 40P01) and chose this wait to fail. */
+/**
+ * A deadlock, and this wait was chosen to fail: PostgreSQL detected it among its sessions (SQLSTATE
+ * 40P01), or pglock detected it between Lockers or seed Locks (then `cycle` says who waited for what).
+ * The locks the caller already holds stay held: release them so the other side can go on.
+ */
 export class DeadlockError extends PglockError {
-  constructor(key: string, options?: ErrorOptions) {
+  /** The cycle pglock found, or undefined when PostgreSQL found it. */
+  readonly cycle: string | undefined;
+  constructor(key: string, options?: ErrorOptions & { cycle?: string }) {
     super(
       "ERR_PGLOCK_DEADLOCK",
-      `deadlock detected while waiting for lock ${key}: take locks in one consistent order`,
+      `deadlock detected while waiting for lock ${key}${options?.cycle ? ` (${options.cycle})` : ""}: take locks in one consistent order`,
       options,
     );
+    this.cycle = options?.cycle;
   }
 }
 

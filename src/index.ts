@@ -13,6 +13,7 @@ export {
   type PglockErrorCode,
   ReadOnlyServerError,
 } from "./errors.js";
+export type { OwnerKind, SessionOwner } from "./identity.js";
 export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";
 export type { LivenessOptions } from "./liveness.js";
 export { type CallOptions, Lock, type NewLockOptions, newLock } from "./lock.js";

@@ -90,13 +90,42 @@ export function lockKey(input: LockKeyInput): LockKey {
       }
       return LockKey.fromId(BigInt(input));
     case "string":
-      return LockKey.fromId(hashKey(input), input);
+      return namedKey(input);
     default:
       if (Array.isArray(input)) return pairKey(input);
       throw new InvalidLockKeyError(
         `lock key ${describe(input)} is not a key: use a bigint, a safe integer, a string name or a pair [int32, int32]`,
       );
   }
+}
+
+/**
+ * Names this process hashed, most recent last, both ways: a name's key is computed once (FNV over
+ * BigInt costs microseconds per name), and a key read back from pg_locks can show the name it came
+ * from. A hash cannot be reversed: a key whose name this process never hashed shows no name.
+ */
+const keysByName = new Map<string, LockKey>();
+const namesById = new Map<bigint, string>();
+const REMEMBERED_NAMES = 10_000;
+
+function namedKey(name: string): LockKey {
+  const known = keysByName.get(name);
+  if (known) return known;
+  const key = LockKey.fromId(hashKey(name), name);
+  if (keysByName.size >= REMEMBERED_NAMES) {
+    const [oldest] = keysByName.values();
+    keysByName.delete(oldest?.name as string);
+    namesById.delete(oldest?.id as bigint);
+  }
+  keysByName.set(name, key);
+  namesById.set(key.id as bigint, name);
+  return key;
+}
+
+/** The int64 key `id`, with its name when this process hashed one to it (see namedKey). */
+export function keyFromId(id: bigint): LockKey {
+  const name = namesById.get(id);
+  return name === undefined ? LockKey.fromId(id) : (keysByName.get(name) as LockKey);
 }
 
 function pairKey(input: readonly unknown[]): LockKey {

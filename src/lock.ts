@@ -3,14 +3,16 @@
  * is held is held, and one it says is released is released.
  */
 import { releaseLevel, releaseLevels, tryLock, waitForLock } from "./acquire.js";
+import { checkedWait, DEFAULT_DEADLOCK_TIMEOUT_MS, type DeadlockCheck } from "./deadlock.js";
 import { ClosedError, ConnectionError, LockNotHeldError, sessionEndedError } from "./errors.js";
+import { applicationNameOf, newOwner } from "./identity.js";
 import { type LockKey, type LockKeyInput, lockKey } from "./key.js";
 import { type LivenessOptions, liveness } from "./liveness.js";
 import { driverFor } from "./session/drivers.js";
 import { Session } from "./session/session.js";
 import { linkSignals, sharedController, untilAborted } from "./signals.js";
 import type { LockMode } from "./sql.js";
-import { checkSignal, checkString, optionsObject } from "./validate.js";
+import { checkMs, checkSignal, checkString, optionsObject } from "./validate.js";
 
 /** Options every Lock method takes. */
 export interface CallOptions {
@@ -20,7 +22,16 @@ export interface CallOptions {
 
 /** With `keepaliveMs`, `probeTimeoutMs` and `serverKeepaliveMs`, as a Locker's (see liveness.ts). */
 export interface NewLockOptions extends CallOptions, LivenessOptions {
-  /** application_name of the session while it is pglock's (default `pglock`); not set on a caller's pg.Client. */
+  /**
+   * How long a wait (waitAndLock, waitAndRLock) lasts before the Lock looks for a deadlock with
+   * Lockers or other seed Locks, and how often it looks again (default 1000; 0: never look). Each look
+   * takes a connection from the pool for one statement; a Lock on a caller's pg.Client cannot look.
+   */
+  deadlockTimeoutMs?: number | undefined;
+  /**
+   * The name that begins the session's application_name while it is pglock's (default `pglock`);
+   * pglock adds `<host>:<process id> lock-<n>`. Not set on a caller's pg.Client.
+   */
   applicationName?: string | undefined;
 }
 
@@ -38,15 +49,30 @@ export async function newLock(db: unknown, key: LockKeyInput, options: NewLockOp
   optionsObject(options, "newLock");
   const normalized = lockKey(key);
   const signal = checkSignal(options.signal, "newLock");
-  const applicationName = checkString(options.applicationName, "newLock", "applicationName") ?? "pglock";
+  const name = checkString(options.applicationName, "newLock", "applicationName") ?? "pglock";
   const { keepaliveMs, probeTimeoutMs, serverSettings } = liveness(options, "newLock");
+  const deadlockTimeoutMs =
+    checkMs(options.deadlockTimeoutMs, "newLock", "deadlockTimeoutMs") ?? DEFAULT_DEADLOCK_TIMEOUT_MS;
   const driver = driverFor(db, "newLock", { allowClient: true });
+  // The Lock's own session is busy waiting: a look takes another connection, only while a wait lasts.
+  const deadlock: DeadlockCheck = {
+    delayMs: driver.ownsConnections ? deadlockTimeoutMs : 0,
+    async query(statement) {
+      const session = await Session.open(driver);
+      try {
+        return await session.query(statement);
+      } finally {
+        await session.release();
+      }
+    },
+  };
   if (signal?.aborted) throw signal.reason;
+  const applicationName = applicationNameOf(newOwner("lock", name));
   const opening = Session.open(driver, { applicationName, keepaliveMs, probeTimeoutMs, serverSettings });
-  if (!signal) return new Lock(await opening, normalized);
+  if (!signal) return new Lock(await opening, normalized, deadlock);
   // A pool checkout cannot be cancelled: when the caller gives up first, the session goes straight back.
   const session = await untilAborted(opening, signal, (late) => late.release());
-  return new Lock(session, normalized);
+  return new Lock(session, normalized, deadlock);
 }
 
 /** One lock key over one dedicated session. Locks stack as in PostgreSQL: n locks need n unlocks. */
@@ -59,12 +85,14 @@ export class Lock {
   readonly #releasing: Record<LockMode, number> = { exclusive: 0, shared: 0 };
   readonly #inFlight = new Set<Promise<unknown>>();
   readonly #lost = new AbortController();
+  readonly #deadlock: DeadlockCheck;
   #closed: Promise<void> | undefined;
 
   /** @internal use {@link newLock} */
-  constructor(session: Session, key: LockKey) {
+  constructor(session: Session, key: LockKey, deadlock: DeadlockCheck) {
     this.#session = session;
     this.key = key;
+    this.#deadlock = deadlock;
     // The session can end under a Lock that nobody calls: told by the liveness probe, not 15 minutes
     // later by the next call's TCP timeout (issue #14).
     session.lostSignal.addEventListener(
@@ -170,7 +198,11 @@ export class Lock {
   }
 
   async #wait(mode: LockMode, signal: AbortSignal) {
-    await waitForLock(this.#session, this.key, mode, { signal, holdsMode: () => this.#levels[mode] > 0 });
+    const holdsMode = () => this.#levels[mode] > 0;
+    const wait = { pid: this.#session.backendPid, key: this.key };
+    await checkedWait(this.#deadlock, wait, signal, (checked) =>
+      waitForLock(this.#session, this.key, mode, { signal: checked, holdsMode }),
+    );
     this.#levels[mode]++;
   }
 

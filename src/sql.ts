@@ -94,6 +94,36 @@ export function holdsLock(key: LockKey, mode: LockMode): Statement {
   );
 }
 
+/**
+ * Every advisory lock of the current database, held and awaited, with who holds or awaits it: the
+ * session's application_name, and for a waiter the pids it waits for (pg_blocking_pids, 9.6+; as
+ * text, `{1,2}`, which every driver returns alike).
+ * `waitstart` exists from PostgreSQL 14 (pass false before). Granted first, then waiters in the order
+ * they began. https://www.postgresql.org/docs/current/view-pg-locks.html
+ */
+export function advisoryLocks(options: { key?: LockKey | undefined; waitstart: boolean }): Statement {
+  const waitstart = options.waitstart ? "l.waitstart" : "NULL::timestamptz";
+  const values: unknown[] = [];
+  let filter = "";
+  if (options.key) {
+    values.push(...lockTag(options.key));
+    filter = "AND l.classid = $1::oid AND l.objid = $2::oid AND l.objsubid = $3::int2";
+  }
+  return {
+    text: `SELECT l.classid::text AS classid, l.objid::text AS objid, l.objsubid, l.mode, l.granted, l.pid,
+              a.usename AS user, a.application_name, a.client_addr::text AS client_address,
+              ${waitstart} AS waiting_since, pg_catalog.now() AS now,
+              CASE WHEN l.granted THEN '{}' ELSE pg_catalog.pg_blocking_pids(l.pid)::text END AS waiting_for
+         FROM pg_catalog.pg_locks l
+         LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory'
+          AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+          ${filter}
+        ORDER BY l.granted DESC, ${waitstart} NULLS FIRST, l.pid`,
+    values,
+  };
+}
+
 /** The (classid, objid, objsubid) under which pg_locks shows a key, as strings for oid parameters. */
 export function lockTag(key: LockKey): [string, string, number] {
   if (key.pair) {

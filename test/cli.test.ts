@@ -137,16 +137,71 @@ describe("pglock ls, key, help", () => {
     const table = await pglock(["ls", "--key", name]);
     expect(table.code).toBe(0);
     const lines = table.stdout.trim().split("\n");
-    expect(lines[0]).toMatch(/^KEY\s+MODE\s+STATE\s+PID\s+APPLICATION\s+CLIENT\s+WAITING SINCE$/);
-    expect(lines[1]).toMatch(new RegExp(`^${hashKey(name)}\\s+exclusive\\s+held\\s+\\d+\\s+${app}`));
-    expect(lines[2]).toMatch(new RegExp(`^${hashKey(name)}\\s+exclusive\\s+waiting\\s+\\d+\\s+${app}`));
-    const json = JSON.parse((await pglock(["ls", "--key", name, "--json"])).stdout);
-    expect(json.map((row: { granted: boolean; key: string }) => [row.key, row.granted])).toEqual([
-      [String(hashKey(name)), true],
-      [String(hashKey(name)), false],
+    expect(lines[0]).toMatch(/^KEY\s+MODE\s+STATE\s+FOR\s+PID\s+OWNER\s+APPLICATION\s+CLIENT\s+WAITS FOR$/);
+    // The command hashed the name itself, so it shows it; the owner is this test process's Lockers.
+    const key = `${JSON.stringify(name)} \\(${hashKey(name)}\\)`;
+    const owner = `\\S+:${process.pid} locker-\\d+`;
+    const holderRow = new RegExp(`^${key}\\s+exclusive\\s+held\\s+(\\d+)\\s+${owner}\\s+${app}\\s+\\S+$`);
+    const holderPid = holderRow.exec(lines[1] as string)?.[1];
+    expect(holderPid).toBeDefined();
+    expect(lines[2]).toMatch(
+      new RegExp(
+        `^${key}\\s+exclusive\\s+waiting\\s+(\\d+\\.\\ds\\s+)?\\d+\\s+${owner}\\s+${app}\\s+\\S+\\s+${holderPid}$`,
+      ),
+    );
+    expect(lines.slice(3)).toEqual([
+      "",
+      "WHO WAITS FOR WHOM",
+      expect.stringMatching(
+        new RegExp(
+          `^  \\S+:${process.pid} locker-\\d+ \\(pid \\d+\\) waits for ${key} held by \\S+:${process.pid} locker-\\d+ \\(pid ${holderPid}\\)$`,
+        ),
+      ),
     ]);
+    const json = JSON.parse((await pglock(["ls", "--key", name, "--json"])).stdout);
+    expect(
+      json.map((row: { granted: boolean; key: string; name: string; owner: { processId: number } }) => [
+        row.key,
+        row.name,
+        row.granted,
+        row.owner.processId,
+      ]),
+    ).toEqual([
+      [String(hashKey(name)), name, true, process.pid],
+      [String(hashKey(name)), name, false, process.pid],
+    ]);
+    expect(json[1].waitingFor).toEqual([Number(holderPid)]);
     await held.release();
     await (await waiting).release();
+  });
+
+  it("ls --watch redraws in a terminal and exits 0 on Ctrl-C", async () => {
+    const name = uniqueName("watch");
+    const locker = createLocker(makePool());
+    lockers.push(locker);
+    const held = await locker.acquire(name);
+    // script(1) runs the command on a pseudo-terminal; a Ctrl-C typed into it is a real SIGINT.
+    const command = [PGLOCK, ...PGLOCK_ARGS, "ls", "--watch", "--interval", "200ms", "--key", name]
+      .map((word) => `'${word}'`)
+      .join(" ");
+    const terminal = spawn("script", ["-qfec", `exec ${command}`, "/dev/null"], {
+      env: { ...process.env, DATABASE_URL: databaseUrl() },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    started.push(terminal);
+    let screen = "";
+    terminal.stdout.on("data", (chunk) => {
+      screen += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => terminal.on("exit", (code) => resolve(code)));
+    // Two frames that show the holder, the second with how long the view has seen it hold.
+    await eventually(async () => screen.split("pglock ls --watch").length > 2 && /held\s+>=\d/.test(screen), 20_000);
+    expect(screen).toContain("\x1b[H\x1b[2J");
+    expect(screen).toContain(String(hashKey(name)));
+    terminal.stdin.write("\x03");
+    expect(await exited).toBe(0);
+    expect(screen).not.toMatch(/Error|at .*\.ts:\d+/);
+    await held.release();
   });
 
   it("every key that key and ls print, negative ones included, is accepted back by run --id and --pair", async () => {

@@ -42,7 +42,10 @@ function postgresLockers(connect: () => unknown): () => Implementation {
       },
       async lose(locker) {
         const app = made.find(([l]) => l === locker)?.[1];
-        await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [app]);
+        await admin.query(
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE split_part(application_name, ' ', 1) = $1",
+          [app],
+        );
       },
       async cleanup() {
         await Promise.all(made.map(([locker]) => locker.close()));

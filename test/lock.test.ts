@@ -296,7 +296,10 @@ describe.each(drivers)("Lock on $name", ({ connect }) => {
     await holder.lock();
     const waiting = waiter.waitAndLock().catch((e: unknown) => e); // handled at once: it rejects during the terminate
     await eventually(async () => (await locksOnKey(admin, key)).some((row) => !row.granted));
-    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [app]);
+    await admin.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE split_part(application_name, ' ', 1) = $1",
+      [app],
+    );
     const error = await waiting;
     expect(error).toBeInstanceOf(ConnectionError);
     await expect(waiter.lock()).rejects.toBeInstanceOf(ConnectionError);

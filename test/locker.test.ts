@@ -355,7 +355,10 @@ describe("Locker: loss", () => {
     const app = uniqueName();
     const locker = makeLocker({ applicationName: app });
     const result = locker.withLock(uniqueKey(), async (signal) => {
-      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [app]);
+      await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE split_part(application_name, ' ', 1) = $1",
+        [app],
+      );
       await eventually(() => signal.aborted);
       return "done";
     });

@@ -1,8 +1,11 @@
 import { spawn } from "node:child_process";
+import { hostname } from "node:os";
 import pg from "pg";
 import {
+  type AdvisoryLockInfo,
   createLocker,
   fencingTableSql,
+  hashKey,
   InvalidArgumentError,
   inspectLocks,
   type Locker,
@@ -251,12 +254,24 @@ describe("inspectLocks", () => {
     const waiting = waiter.acquire(key, { timeout: 10_000 });
     await eventually(async () => (await inspectLocks(pool, { key })).length === 2);
     const rows = await inspectLocks(pool, { key });
-    expect(rows.map((r) => [r.key.id, r.mode, r.granted, r.applicationName])).toEqual([
+    expect(rows.map((r) => [r.key.id, r.mode, r.granted, r.owner?.application])).toEqual([
       [key, "exclusive", true, app],
       [key, "exclusive", false, app],
     ]);
+    // Whose each session is: this host and process, and two different Lockers.
+    const [holding, awaiting] = rows as [AdvisoryLockInfo, AdvisoryLockInfo];
+    for (const row of rows) {
+      expect(row.owner).toMatchObject({ host: hostname().slice(0, 24), processId: process.pid, kind: "locker" });
+      expect(row.applicationName?.length).toBeLessThanOrEqual(63);
+    }
+    expect(holding.owner?.number).not.toBe(awaiting.owner?.number);
+    expect(holding.waitingFor).toEqual([]);
+    expect(awaiting.waitingFor).toEqual([holding.pid]);
     const { rows: version } = await pool.query("SELECT current_setting('server_version_num')::int AS v");
-    if (version[0].v >= 140000) expect(rows[1]?.waitingSince).toBeInstanceOf(Date);
+    if (version[0].v >= 140000) {
+      expect(awaiting.waitingSince).toBeInstanceOf(Date);
+      expect(awaiting.waitingMs).toBeGreaterThanOrEqual(0);
+    }
     const pair = (await inspectLocks(pool)).find((r) => r.key.pair);
     expect(pair?.key.pair).toEqual([-5, 2 ** 31 - 1]);
     expect(pair?.mode).toBe("shared");
@@ -264,6 +279,31 @@ describe("inspectLocks", () => {
     await (await waiting).release();
     await pairHeld.release();
     await expect(inspectLocks({})).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it("shows the name of a key this process hashed, and only the key of one it did not", async () => {
+    const name = uniqueName("named");
+    const locker = makeLocker();
+    const held = await locker.acquire(name);
+    const [row] = await inspectLocks(makePool(), { key: name });
+    expect(row?.key.name).toBe(name);
+    expect(row?.key.toString()).toBe(`${JSON.stringify(name)} (${hashKey(name)})`);
+    await held.release();
+    const unnamed = await locker.acquire(uniqueKey());
+    const [other] = await inspectLocks(makePool(), { key: unnamed.key });
+    expect(other?.key.name).toBeUndefined();
+    await unnamed.release();
+  });
+
+  it("a user's application_name longer than 63 bytes is shortened, never the owner", async () => {
+    const locker = makeLocker({ applicationName: `é${"x".repeat(100)}` });
+    const key = uniqueKey();
+    const held = await locker.acquire(key);
+    const [row] = await inspectLocks(makePool(), { key });
+    expect(row?.applicationName?.length).toBe(63);
+    expect(row?.owner).toMatchObject({ processId: process.pid, kind: "locker" });
+    expect(row?.owner?.application.startsWith("?xxx")).toBe(true);
+    await held.release();
   });
 });
 
@@ -364,7 +404,10 @@ describe("leader election", () => {
     );
     await sleep(100);
     expect(electionB.isLeader).toBe(false);
-    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [app]);
+    await admin.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE split_part(application_name, ' ', 1) = $1",
+      [app],
+    );
     await eventually(() => electionB.isLeader);
     stopB.abort();
     await runB;

@@ -30,12 +30,12 @@ export function parseKey(text: string, format: KeyFormat): LockKey {
 }
 
 /** `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds (as flock -w). */
-export function parseDuration(text: string): number {
+export function parseDuration(text: string, flag: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
-  if (!match) throw new UsageError(`--timeout needs a duration like 500ms, 10s or 2m, got ${JSON.stringify(text)}`);
+  if (!match) throw new UsageError(`${flag} needs a duration like 500ms, 10s or 2m, got ${JSON.stringify(text)}`);
   const factor = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[(match[2] ?? "s") as "ms" | "s" | "m" | "h"];
   const ms = Math.round(Number(match[1]) * factor);
-  if (ms > 2 ** 31 - 1) throw new UsageError(`--timeout ${text} is longer than 24 days`);
+  if (ms > 2 ** 31 - 1) throw new UsageError(`${flag} ${text} is longer than 24 days`);
   return ms;
 }
 

@@ -1,61 +1,144 @@
-/** `pglock ls`: the advisory locks on the server, as a table or JSON. */
+/** `pglock ls`: the advisory locks on the server, as a table, as JSON, or as a live view (`--watch`). */
+import { ownerLabel } from "../identity.js";
 import { type AdvisoryLockInfo, inspectLocks } from "../patterns/inspect.js";
-import { keyFormat, parseFlags, parseKey, UsageError } from "./args.js";
-import { makePool } from "./connect.js";
+import { waitChains } from "../waits.js";
+import { keyFormat, parseDuration, parseFlags, parseKey, UsageError } from "./args.js";
+import { describeFailure, makePool } from "./connect.js";
 
-export async function ls(args: string[], io: { out(line: string): void }): Promise<number> {
+export interface LsOutput {
+  out(line: string): void;
+}
+
+export async function ls(args: string[], io: LsOutput): Promise<number> {
   const { values, positionals } = parseFlags(args, {
     key: { type: "string" },
     json: { type: "boolean" },
     id: { type: "boolean" },
     pair: { type: "boolean" },
+    watch: { type: "boolean" },
+    interval: { type: "string" },
     database: { type: "string" },
   });
   if (positionals.length > 0) throw new UsageError(`ls takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  if (values.watch && values.json) throw new UsageError("--watch and --json do not go together");
+  if (values.interval !== undefined && !values.watch) throw new UsageError("--interval goes with --watch");
+  const intervalMs = values.interval === undefined ? 1_000 : parseDuration(values.interval, "--interval");
+  if (intervalMs < 100) throw new UsageError(`--interval ${values.interval} is too short: at least 100ms`);
   const key = values.key === undefined ? undefined : parseKey(values.key, keyFormat(values));
   const pool = makePool(values.database, 1);
   try {
-    const locks = await inspectLocks(pool, key ? { key } : {});
-    if (values.json) io.out(JSON.stringify(locks.map(toJson), null, 2));
-    else io.out(table(locks));
+    const read = () => inspectLocks(pool, key ? { key } : {});
+    if (values.watch) return await watch(read, intervalMs, io);
+    const locks = await read();
+    io.out(values.json ? JSON.stringify(locks.map(toJson), null, 2) : table(locks));
     return 0;
   } finally {
     await pool.end();
   }
 }
 
+/**
+ * Redraws the view every interval until SIGINT (Ctrl-C) or SIGTERM, then exits 0. PostgreSQL does not
+ * record when a lock was granted: a holder's time is how long this view has seen it hold the lock.
+ * A failed read shows in the view and the next one is tried; the view does not end on it.
+ */
+async function watch(read: () => Promise<AdvisoryLockInfo[]>, intervalMs: number, io: LsOutput): Promise<number> {
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const firstSeen = new Map<string, number>();
+  try {
+    while (!stop.signal.aborted) {
+      let body: string;
+      try {
+        const locks = await read();
+        const now = Date.now();
+        const seen = new Map<string, number>();
+        for (const lock of locks) {
+          if (!lock.granted) continue;
+          const id = `${lock.pid} ${lock.key.identity} ${lock.mode}`;
+          seen.set(id, firstSeen.get(id) ?? now);
+        }
+        firstSeen.clear();
+        for (const [id, since] of seen) firstSeen.set(id, since);
+        body = table(locks, (lock) => {
+          const since = firstSeen.get(`${lock.pid} ${lock.key.identity} ${lock.mode}`);
+          return since === undefined ? "" : `>=${seconds(now - since)}`;
+        });
+      } catch (error) {
+        body = `cannot read the locks: ${describeFailure(error)}`;
+      }
+      // Home and clear the screen (ECMA-48 CUP and ED), then the frame.
+      io.out(`\x1b[H\x1b[2J${new Date().toISOString()}  pglock ls --watch  (Ctrl-C to quit)\n\n${body}`);
+      await sleep(intervalMs, stop.signal);
+    }
+    return 0;
+  } finally {
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
 function toJson(lock: AdvisoryLockInfo) {
   return {
     key: lock.key.pair ? [...lock.key.pair] : String(lock.key.id),
+    name: lock.key.name ?? null,
     mode: lock.mode,
     granted: lock.granted,
     pid: lock.pid,
+    owner: lock.owner,
     user: lock.user,
     applicationName: lock.applicationName,
     clientAddress: lock.clientAddress,
     waitingSince: lock.waitingSince?.toISOString() ?? null,
+    waitingMs: lock.waitingMs,
+    waitingFor: lock.waitingFor,
   };
 }
 
-function table(locks: AdvisoryLockInfo[]): string {
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)}s`;
+}
+
+/**
+ * The locks as a table, then who waits for whom. `heldFor` says how long a holder has held, where
+ * the caller knows (the live view); a waiter's time is the server's own.
+ */
+function table(locks: AdvisoryLockInfo[], heldFor: (lock: AdvisoryLockInfo) => string = () => ""): string {
   if (locks.length === 0) return "no advisory locks";
-  const header = ["KEY", "MODE", "STATE", "PID", "APPLICATION", "CLIENT", "WAITING SINCE"];
+  const header = ["KEY", "MODE", "STATE", "FOR", "PID", "OWNER", "APPLICATION", "CLIENT", "WAITS FOR"];
   const rows = locks.map((lock) => [
-    lock.key.pair ? `${lock.key.pair[0]},${lock.key.pair[1]}` : String(lock.key.id),
+    lock.key.pair ? `${lock.key.pair[0]},${lock.key.pair[1]}` : lock.key.toString(),
     lock.mode,
     lock.granted ? "held" : "waiting",
+    lock.granted ? heldFor(lock) : lock.waitingMs === null ? "" : seconds(lock.waitingMs),
     String(lock.pid),
-    lock.applicationName ?? "",
+    lock.owner ? ownerLabel(lock.owner) : "",
+    lock.owner?.application ?? lock.applicationName ?? "",
     lock.clientAddress ?? "local",
-    lock.waitingSince?.toISOString() ?? "",
+    lock.waitingFor.join(","),
   ]);
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => (row[i] as string).length)));
-  return [header, ...rows]
-    .map((row) =>
-      row
-        .map((cell, i) => cell.padEnd(widths[i] as number))
-        .join("  ")
-        .trimEnd(),
-    )
-    .join("\n");
+  const lines = [header, ...rows].map((row) =>
+    row
+      .map((cell, i) => cell.padEnd(widths[i] as number))
+      .join("  ")
+      .trimEnd(),
+  );
+  const chains = waitChains(locks);
+  if (chains.length > 0) lines.push("", "WHO WAITS FOR WHOM", ...chains.map((chain) => `  ${chain}`));
+  return lines.join("\n");
 }

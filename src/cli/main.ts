@@ -14,7 +14,7 @@ Distributed locks on PostgreSQL advisory locks.
 
 Commands:
   run <key> [options] -- <command> [args…]   run a command while holding the lock
-  ls [--key <key>] [--json]                  list advisory locks, held and awaited
+  ls [--key <key>] [--json | --watch]        list advisory locks: holders, waiters, who waits for whom
   key <name>                                 the int64 a name hashes to, and how to find it in pg_locks
   demo                                       workers, a leader election and a semaphore at work
 
@@ -41,10 +41,18 @@ SIGHUP and SIGQUIT go to the command; the lock is released when it ends, however
 
 Exit codes: the command's own; ${EXIT_BUSY} busy; ${EXIT_LOST} lock lost (the command was stopped);
 ${EXIT_UNAVAILABLE} database unreachable; 2 usage; 127 command not found; 128+n killed by signal n.`,
-  ls: `Usage: pglock ls [--key <key> [--id | --pair]] [--json] [--database <url>]
+  ls: `Usage: pglock ls [--key <key> [--id | --pair]] [--json | --watch [--interval <duration>]] [--database <url>]
 
-Lists the advisory locks of the database, held and awaited: key, mode, state, pid, application,
-client and, for waiters on PostgreSQL 14+, since when they wait.`,
+Lists the advisory locks of the database, held and awaited: the key (with its name when this command
+hashed it: a hash cannot be reversed), mode, state, backend pid, owner (host:process locker-n or
+lock-n, for sessions pglock opened), application, client, and for waiters how long they have waited
+(PostgreSQL 14+) and the pids they wait for. Then who waits for whom: each waiter, the holder it
+waits for, and what that holder waits for in turn, marking a cycle between Lockers.
+
+  --json                     the same as JSON
+  --watch                    redraw every second until Ctrl-C; a holder's time is how long this
+                             view has seen it hold (PostgreSQL does not record when a lock was granted)
+  --interval <duration>      with --watch, how often to redraw (default 1s)`,
   key: `Usage: pglock key <name>
 
 Prints the int64 key a name hashes to (FNV-1a 64, the same as go-pglock's hashToInt64) and the SQL

@@ -39,12 +39,12 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
   const modes = [values.wait, values["no-wait"], values.timeout !== undefined].filter(Boolean).length;
   if (modes > 1) throw new UsageError("choose one of --wait, --timeout and --no-wait");
   const key = parseKey(positionals[0] as string, keyFormat(values));
-  const timeout = values.timeout === undefined ? undefined : parseDuration(values.timeout);
+  const timeout = values.timeout === undefined ? undefined : parseDuration(values.timeout, "--timeout");
   const busyCode =
     values["busy-exit-code"] === undefined ? EXIT_BUSY : parseExitCode(values["busy-exit-code"], "--busy-exit-code");
   const lostCode =
     values["lost-exit-code"] === undefined ? EXIT_LOST : parseExitCode(values["lost-exit-code"], "--lost-exit-code");
-  const killAfter = values["kill-after"] === undefined ? 10_000 : parseDuration(values["kill-after"]);
+  const killAfter = values["kill-after"] === undefined ? 10_000 : parseDuration(values["kill-after"], "--kill-after");
 
   const pool = makePool(values.database, 2);
   const locker = createLocker(pool, { maxSessions: 2 });

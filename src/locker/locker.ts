@@ -4,7 +4,9 @@
  * is on the server. Loss of a session aborts the signal of every handle it carried.
  */
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
+import { checkedWait, DEFAULT_DEADLOCK_TIMEOUT_MS, type DeadlockCheck } from "../deadlock.js";
 import { ClosedError, ConnectionError, LockLostError, LockTimeoutError, sessionEndedError } from "../errors.js";
+import { applicationNameOf, newOwner } from "../identity.js";
 import type { LockKey, LockKeyInput } from "../key.js";
 import { type Liveness, type LivenessOptions, liveness } from "../liveness.js";
 import { LeaderElection } from "../patterns/leader.js";
@@ -26,7 +28,10 @@ import { SessionPool, type Slot } from "./sessions.js";
 export interface LockerOptions extends LivenessOptions {
   /** Most connections the Locker takes from the pool at once (default 4). */
   maxSessions?: number;
-  /** application_name of the Locker's sessions, so they can be found in pg_stat_activity (default `pglock`). */
+  /**
+   * The name that begins the application_name of the Locker's sessions (default `pglock`). pglock
+   * adds who it is: `<name> <host>:<process id> locker-<n>`, at most 63 bytes (see identity.ts).
+   */
   applicationName?: string;
   /**
    * A session that holds nothing goes back after this many ms: to the pg.Pool (default 1000), or,
@@ -35,6 +40,12 @@ export interface LockerOptions extends LivenessOptions {
   idleMs?: number;
   /** The table that keeps fencing tokens, created on first use (default `pglock_fencing`). */
   fencingTable?: string;
+  /**
+   * How long a wait on the server lasts before the Locker looks for a deadlock with other Lockers or
+   * seed Locks, and how often it looks again while the wait goes on (default 1000; 0: never look).
+   * One victim per cycle rejects with `DeadlockError`. See deadlock.ts.
+   */
+  deadlockTimeoutMs?: number;
 }
 
 export interface AcquireOptions {
@@ -103,6 +114,7 @@ export class Locker {
   readonly #fencing: FencingTokens;
   readonly #applicationName: string;
   readonly #serverSettings: Liveness["serverSettings"];
+  readonly #deadlock: DeadlockCheck;
   /** Sessions outside the pool of shared sessions (LISTEN); close() gives them back too. */
   readonly #dedicated = new Set<Session>();
   readonly #keys = new Map<string, KeyState>();
@@ -124,7 +136,11 @@ export class Locker {
     );
     this.#driver = driverFor(pool, "createLocker", { allowClient: false });
     const idleMs = checkMs(options.idleMs, "createLocker", "idleMs") ?? this.#driver.idleMs;
-    this.#applicationName = applicationName;
+    this.#applicationName = applicationNameOf(newOwner("locker", applicationName));
+    this.#deadlock = {
+      delayMs: checkMs(options.deadlockTimeoutMs, "createLocker", "deadlockTimeoutMs") ?? DEFAULT_DEADLOCK_TIMEOUT_MS,
+      query: (statement) => this.#query(statement),
+    };
     this.#serverSettings = serverSettings;
     this.#sessions = new SessionPool(this.#driver, {
       maxSessions,
@@ -132,7 +148,7 @@ export class Locker {
       keepaliveMs,
       probeTimeoutMs,
       serverSettings,
-      applicationName,
+      applicationName: this.#applicationName,
       onLost: (slot, reason) => this.#onSessionLost(slot, reason),
     });
   }
@@ -289,12 +305,23 @@ export class Locker {
 
   /** @internal runs one short statement on a Locker session (a NOTIFY). */
   async runShort(statement: Statement): Promise<void> {
+    await this.#query(statement);
+  }
+
+  async #query(statement: Statement): Promise<Record<string, unknown>[]> {
     const slot = await this.#sessions.forShortStatement(this.#closing.signal);
     try {
-      await slot.session.query(statement);
+      return await slot.session.query(statement);
     } finally {
       this.#sessions.done(slot);
     }
+  }
+
+  /** A server-side wait, with the deadlock check between Lockers watching it (deadlock.ts). */
+  #waitOnServer(slot: Slot, key: LockKey, mode: LockMode, signal: AbortSignal) {
+    return checkedWait(this.#deadlock, { pid: slot.session.backendPid, key }, signal, (checked) =>
+      waitForLock(slot.session, key, mode, { signal: checked }),
+    );
   }
 
   /**
@@ -417,7 +444,7 @@ export class Locker {
     const idle = wait ? await this.#sessions.forWait({ open: false }) : undefined;
     if (idle) {
       try {
-        await waitForLock(idle.session, key, mode, { signal });
+        await this.#waitOnServer(idle, key, mode, signal);
         idle.held++;
         if (!idle.session.isLost) return idle;
       } catch (error) {
@@ -447,7 +474,7 @@ export class Locker {
       const waitSlot = await this.#sessions.forWait({ signal });
       if (waitSlot) {
         try {
-          await waitForLock(waitSlot.session, key, mode, { signal });
+          await this.#waitOnServer(waitSlot, key, mode, signal);
           waitSlot.held++;
         } catch (error) {
           if (retryable(waitSlot, error, signal)) continue;

@@ -137,6 +137,11 @@ export class Session {
     return this.#lost.signal.aborted;
   }
 
+  /** The server process of this session (pg_backend_pid()). */
+  get backendPid(): number {
+    return this.#backendPid;
+  }
+
   /** NOTIFY messages on channels this session LISTENs to. */
   onNotification(listener: (channel: string, payload: string) => void): void {
     this.#connection.onNotification(listener);

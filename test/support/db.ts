@@ -74,9 +74,12 @@ export async function locksOnKey(pool: pg.Pool, key: bigint): Promise<AdvisoryRo
   return rows;
 }
 
-/** Sessions whose application_name is `name`. */
+/** Sessions whose application_name begins with the name `name` (pglock adds who it is after a space). */
 export async function sessionsNamed(pool: pg.Pool, name: string): Promise<number[]> {
-  const { rows } = await pool.query("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [name]);
+  const { rows } = await pool.query(
+    "SELECT pid FROM pg_stat_activity WHERE split_part(application_name, ' ', 1) = $1",
+    [name],
+  );
   return rows.map((row) => row.pid as number);
 }
 

@@ -151,7 +151,7 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
       faults.push({ t: now(), kind });
       await admin
         .query(
-          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pglock-chaos' ORDER BY random() LIMIT 2",
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE split_part(application_name, ' ', 1) = 'pglock-chaos' ORDER BY random() LIMIT 2",
         )
         .catch(() => {});
     } else if (kind === "reset") {
@@ -198,7 +198,7 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
   }
   for (let i = 0; i < 50; i++) {
     const { rows } = await admin.query(
-      "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory')::int AS locks, (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pglock-chaos')::int AS sessions",
+      "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory')::int AS locks, (SELECT count(*) FROM pg_stat_activity WHERE split_part(application_name, ' ', 1) = 'pglock-chaos')::int AS sessions",
     );
     if (rows[0].locks === 0 && rows[0].sessions === 0) break;
     if (i === 49)

@@ -1,0 +1,89 @@
+/**
+ * The deadlock check between Lockers (and seed Locks). PostgreSQL finds a cycle only among its own
+ * sessions, and a Locker waits on other sessions than those that hold its locks, so two Lockers that
+ * each hold what the other awaits would both wait forever. Like PostgreSQL's deadlock_timeout
+ * (https://www.postgresql.org/docs/current/runtime-config-locks.html), a wait that has lasted
+ * `delayMs` looks for a cycle of parties through itself (waits.ts), and looks again every `delayMs`
+ * while it waits. Nothing is queried for a wait that ends sooner. Every member of a cycle computes
+ * the same victim, and only the victim fails its own wait, so exactly one side of a cycle gives way.
+ */
+import { DeadlockError } from "./errors.js";
+import { ownerLabel } from "./identity.js";
+import type { LockKey } from "./key.js";
+import { linkSignals } from "./signals.js";
+import type { Statement } from "./sql.js";
+import { cycleThrough, readLocks, victimOf, type Wait } from "./waits.js";
+
+export const DEFAULT_DEADLOCK_TIMEOUT_MS = 1_000;
+
+export interface DeadlockCheck {
+  /** How long a wait lasts before the first look, and between looks; 0 turns the check off. */
+  delayMs: number;
+  /** Runs one statement on a session other than the waiting one. */
+  query(statement: Statement): Promise<Record<string, unknown>[]>;
+}
+
+/**
+ * Looks for a cycle through the wait on backend `pid` until `signal` aborts or the returned stop is
+ * called; when this wait is the cycle's victim, calls `fail` with a DeadlockError naming the cycle.
+ */
+export function watchForDeadlock(
+  check: DeadlockCheck,
+  wait: { pid: number; key: LockKey; signal: AbortSignal },
+  fail: (error: DeadlockError) => void,
+): () => void {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+    clearTimeout(timer);
+    wait.signal.removeEventListener("abort", stop);
+  };
+  const look = async () => {
+    try {
+      const cycle = cycleThrough(await readLocks(check.query), wait.pid);
+      if (stopped) return;
+      if (cycle && victimOf(cycle).waiter.pid === wait.pid) {
+        stop();
+        fail(new DeadlockError(wait.key.toString(), { cycle: describeCycle(cycle) }));
+        return;
+      }
+    } catch {
+      // A look that fails (a connection lost, a session closing) is tried again: the wait goes on.
+    }
+    if (!stopped) timer = setTimeout(look, check.delayMs);
+  };
+  wait.signal.addEventListener("abort", stop, { once: true });
+  timer = setTimeout(look, check.delayMs);
+  return stop;
+}
+
+/**
+ * Runs a server-side wait with the check watching it: the wait's signal also aborts, with the
+ * DeadlockError as its reason, when this wait is a cycle's victim.
+ */
+export async function checkedWait<T>(
+  check: DeadlockCheck,
+  wait: { pid: number; key: LockKey },
+  signal: AbortSignal,
+  run: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  if (check.delayMs === 0) return run(signal);
+  const deadlock = new AbortController();
+  const linked = linkSignals(signal, deadlock.signal);
+  const stop = watchForDeadlock(check, { ...wait, signal: linked.signal }, (error) => deadlock.abort(error));
+  try {
+    return await run(linked.signal);
+  } finally {
+    stop();
+    linked.dispose();
+  }
+}
+
+function describeCycle(cycle: readonly Wait[]): string {
+  const steps = cycle.map(({ waiter }) => {
+    const who = waiter.owner ? ownerLabel(waiter.owner) : `pid ${waiter.pid}`;
+    return `${who} waits for ${waiter.key}`;
+  });
+  return `${steps.join(", ")}, each held by the next`;
+}

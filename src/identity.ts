@@ -1,0 +1,84 @@
+/**
+ * Whose a server session is: pglock writes the host, the process id and the Locker or Lock into the
+ * application_name of every session it opens, so that pg_stat_activity (and `pglock ls`, and the
+ * deadlock check between Lockers) can tell who holds and who waits.
+ *
+ * The format is `<name> <host>:<process id> <locker|lock>-<n>`, at most 63 bytes: application_name
+ * is cut at NAMEDATALEN - 1 bytes, and PostgreSQL replaces any character outside printable ASCII
+ * with `?` (https://www.postgresql.org/docs/current/runtime-config-logging.html#GUC-APPLICATION-NAME).
+ * The user's name comes first and is shortened first; the host is shortened to 24 characters.
+ */
+import { hostname } from "node:os";
+
+export type OwnerKind = "locker" | "lock";
+
+/** Who a pglock session belongs to, as read back from its application_name. */
+export interface SessionOwner {
+  /** The name the application gave (`applicationName`, default `pglock`), possibly shortened. */
+  application: string;
+  /** The host name of the machine (at most 24 characters). */
+  host: string;
+  /** The process id on that host. */
+  processId: number;
+  /** A Locker, or a seed Lock (`newLock`). */
+  kind: OwnerKind;
+  /** The Locker's or Lock's number in its process, from 1 in the order they were made. */
+  number: number;
+}
+
+const MAX_BYTES = 63;
+const MAX_HOST = 24;
+const counters: Record<OwnerKind, number> = { locker: 0, lock: 0 };
+let thisHost: string | undefined;
+
+function printable(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, "?");
+}
+
+function localHost(): string {
+  thisHost ??= printable(hostname()).replace(/\s/g, "-").slice(0, MAX_HOST) || "unknown-host";
+  return thisHost;
+}
+
+/** The owner a new Locker or Lock of this process is. */
+export function newOwner(kind: OwnerKind, application: string): SessionOwner {
+  counters[kind]++;
+  return { application, host: localHost(), processId: process.pid, kind, number: counters[kind] };
+}
+
+/** The application_name that says whose a session is. */
+export function applicationNameOf(owner: SessionOwner): string {
+  const suffix = ` ${owner.host}:${owner.processId} ${owner.kind}-${owner.number}`;
+  const room = Math.max(0, MAX_BYTES - suffix.length);
+  return printable(owner.application).slice(0, room) + suffix;
+}
+
+const FORMAT = /^(.*) (\S+):(\d+) (locker|lock)-(\d+)$/;
+
+/** The owner a session's application_name names, or undefined when it is not a pglock session's. */
+export function ownerOf(applicationName: string | null | undefined): SessionOwner | undefined {
+  const match = applicationName ? FORMAT.exec(applicationName) : null;
+  if (!match) return undefined;
+  return {
+    application: match[1] as string,
+    host: match[2] as string,
+    processId: Number(match[3]),
+    kind: match[4] as OwnerKind,
+    number: Number(match[5]),
+  };
+}
+
+/** How an owner reads in a table or a message: `web-1:4242 locker-2`. */
+export function ownerLabel(owner: SessionOwner): string {
+  return `${owner.host}:${owner.processId} ${owner.kind}-${owner.number}`;
+}
+
+/**
+ * The party an owner is in a wait-for graph. A Locker is one party, as PostgreSQL counts a session
+ * as one: its callers hold and wait on many sessions. A process's seed Locks are one party too: code
+ * that holds one Lock and waits on another is one holder waiting.
+ */
+export function partyOf(owner: SessionOwner): string {
+  const process = `${owner.host}:${owner.processId}`;
+  return owner.kind === "locker" ? `${process} locker-${owner.number}` : `${process} locks`;
+}
