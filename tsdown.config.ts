@@ -2,7 +2,9 @@ import { defineConfig } from "tsdown";
 
 export default defineConfig([
   {
-    entry: ["src/index.ts"],
+    // `pglock/opentelemetry` is an entry of its own: the main entry never loads @opentelemetry/api.
+    entry: { index: "src/index.ts", opentelemetry: "src/opentelemetry.ts" },
+    external: ["@opentelemetry/api"],
     format: ["esm", "cjs"],
     dts: true,
     target: "es2022",

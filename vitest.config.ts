@@ -2,7 +2,12 @@ import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
-  resolve: { alias: { pglock: fileURLToPath(new URL("./src/index.ts", import.meta.url)) } },
+  resolve: {
+    alias: [
+      { find: /^pglock$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
+      { find: /^pglock\/opentelemetry$/, replacement: fileURLToPath(new URL("./src/opentelemetry.ts", import.meta.url)) },
+    ],
+  },
   test: {
     globalSetup: ["test/support/global-setup.ts"],
     include: ["test/**/*.test.ts"],

@@ -7,9 +7,11 @@ import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createLocker, hashKey, type Locker } from "pglock";
+import { pathToFileURL } from "node:url";
+import { createLocker, hashKey, type Locker, lockKey } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { databaseUrl, makePool, uniqueName } from "./support/db.js";
+import { expectedSummary } from "./support/otel-scenario.js";
 import { run } from "./support/run.js";
 
 let project: string;
@@ -22,12 +24,24 @@ beforeAll(async () => {
   const pack = await run("npm", ["pack", "--silent", "--pack-destination", project], {}, 120_000);
   expect(pack.code, pack.stderr).toBe(0);
   const tarball = join(project, pack.stdout.trim().split("\n").pop() as string);
-  const pgVersion = JSON.parse(await readFile("node_modules/pg/package.json", "utf8")).version;
+  const version = async (name: string) =>
+    JSON.parse(await readFile(`node_modules/${name}/package.json`, "utf8")).version as string;
+  const pgVersion = await version("pg");
+  const otelApiVersion = await version("@opentelemetry/api");
   await writeFile(join(project, "package.json"), JSON.stringify({ name: "a-user-project", private: true }));
-  // --prefer-offline: pg comes from the npm cache that installing this repository filled.
+  // --prefer-offline: pg and the OpenTelemetry API (pglock/opentelemetry's peer) come from the npm
+  // cache that installing this repository filled.
   const install = await run(
     "npm",
-    ["install", "--no-audit", "--no-fund", "--prefer-offline", tarball, `pg@${pgVersion}`],
+    [
+      "install",
+      "--no-audit",
+      "--no-fund",
+      "--prefer-offline",
+      tarball,
+      `pg@${pgVersion}`,
+      `@opentelemetry/api@${otelApiVersion}`,
+    ],
     { npm_config_loglevel: "error" },
     240_000,
     project,
@@ -138,7 +152,14 @@ describe("the installed package", () => {
       join(project, "probe.mjs"),
       probe('import * as m from "pglock"; import pg from "pg"; const { Pool } = pg;'),
     );
-    await writeFile(join(project, "probe.cjs"), probe('const m = require("pglock"); const { Pool } = require("pg");'));
+    await writeFile(
+      join(project, "probe.cjs"),
+      probe(
+        'const m = require("pglock"); const { Pool } = require("pg");' +
+          // The main entry never loads the OpenTelemetry API: only pglock/opentelemetry does.
+          'if (Object.keys(require.cache).some((file) => file.includes("@opentelemetry"))) throw new Error("loaded");',
+      ),
+    );
     const env = { DATABASE_URL: databaseUrl() };
     const esm = await run(process.execPath, [join(project, "probe.mjs")], env);
     const cjs = await run(process.execPath, [join(project, "probe.cjs")], env);
@@ -149,5 +170,43 @@ describe("the installed package", () => {
     expect(names).toEqual(expect.arrayContaining(["createLocker", "newLock", "hashKey", "PglockError"]));
     expect(names).not.toContain("default");
     expect([hash, result]).toEqual(["-7671976228194938313", "held"]);
+  });
+
+  it("pglock/opentelemetry records the same metrics and spans from ESM and from CommonJS", async () => {
+    // The scenario (TypeScript, with the SDK's in-memory exporters from this checkout) gets the
+    // installed package's modules passed in; tsx from this checkout lets node load it.
+    const scenario = join(import.meta.dirname, "support/otel-scenario.ts");
+    const tsx = join(import.meta.dirname, "../node_modules/tsx/dist/loader.mjs");
+    const key = uniqueName("installed-otel");
+    const body = `
+      const pools = {
+        made: [],
+        make() { const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL }); this.made.push(pool); return pool; },
+        async terminate(app) {
+          const admin = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+          await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE split_part(application_name, ' ', 1) = $1", [app]);
+          await admin.end();
+        },
+      };
+      otelScenario(pglock, instrumentPglock, pools, { key: ${JSON.stringify(key)}, app: ${JSON.stringify(uniqueName())} })
+        .then(async (summary) => { await Promise.all(pools.made.map((p) => p.end())); console.log(JSON.stringify(summary)); })
+        .catch((error) => { console.error(error); process.exit(1); });`;
+    await writeFile(
+      join(project, "otel.mjs"),
+      `import * as pglock from "pglock"; import { instrumentPglock } from "pglock/opentelemetry"; import pg from "pg";
+       const { otelScenario } = await import(${JSON.stringify(pathToFileURL(scenario).href)});${body}`,
+    );
+    await writeFile(
+      join(project, "otel.cjs"),
+      `const pglock = require("pglock"); const { instrumentPglock } = require("pglock/opentelemetry"); const pg = require("pg");
+       const { otelScenario } = require(${JSON.stringify(scenario)});${body}`,
+    );
+    const env = { DATABASE_URL: databaseUrl() };
+    const keyText = (name: string) => lockKey(name).toString();
+    for (const file of ["otel.mjs", "otel.cjs"]) {
+      const result = await run(process.execPath, ["--import", pathToFileURL(tsx).href, join(project, file)], env);
+      expect(result.stderr, file).toBe("");
+      expect(JSON.parse(result.stdout), file).toEqual(expectedSummary(key, keyText, false));
+    }
   });
 });

@@ -3,6 +3,7 @@
  * guarded by hasSubscribers). https://nodejs.org/docs/latest-v20.x/api/diagnostics_channel.html
  */
 import { channel } from "node:diagnostics_channel";
+import { PglockError } from "../errors.js";
 import type { LockKey } from "../key.js";
 
 export interface AcquiredEvent {
@@ -23,16 +24,85 @@ export interface LostEvent {
   error: Error;
 }
 
+/** An acquire call begins (Locker.acquire or tryAcquire, after its arguments were checked). */
+export interface AcquireStartEvent {
+  key: LockKey;
+  shared: boolean;
+  /** false for tryAcquire. */
+  wait: boolean;
+}
+
+/** How an acquire call ended. `busy`: tryAcquire found the lock taken. */
+export type AcquireOutcome = "granted" | "busy" | "timeout" | "aborted" | "deadlock" | "closed" | "error";
+
+/** The same object as the call's AcquireStartEvent, completed when the call settles. */
+export interface AcquireEndEvent extends AcquireStartEvent {
+  outcome: AcquireOutcome;
+  /** Milliseconds from the call to its end. */
+  durationMs: number;
+  /** What the call rejected with, unless granted or busy. */
+  error?: unknown;
+}
+
 /** The channels pglock publishes on; subscribe with `diagnostics_channel.subscribe(name, fn)`. */
 export const channels = {
   acquired: "pglock:acquired",
   released: "pglock:released",
   lost: "pglock:lost",
+  acquireStart: "pglock:acquire:start",
+  acquireEnd: "pglock:acquire:end",
 } as const;
 
 const acquired = channel(channels.acquired);
 const released = channel(channels.released);
 const lost = channel(channels.lost);
+const acquireStart = channel(channels.acquireStart);
+const acquireEnd = channel(channels.acquireEnd);
+
+/**
+ * Runs an acquire call between an `acquire:start` and an `acquire:end` event that carry one object
+ * (as a TracingChannel would; plain channels work on every runtime pglock supports). Nothing is
+ * allocated when nobody subscribes.
+ */
+export function traceAcquire<T>(
+  start: () => AcquireStartEvent,
+  call: () => Promise<T | undefined>,
+): Promise<T | undefined> {
+  if (!acquireStart.hasSubscribers && !acquireEnd.hasSubscribers) return call();
+  return traced(start() as AcquireEndEvent, call);
+}
+
+async function traced<T>(event: AcquireEndEvent, call: () => Promise<T | undefined>): Promise<T | undefined> {
+  const startedAt = performance.now();
+  acquireStart.publish(event);
+  try {
+    const result = await call();
+    event.outcome = result == null ? "busy" : "granted";
+    return result;
+  } catch (error) {
+    event.outcome = outcomeOf(error);
+    event.error = error;
+    throw error;
+  } finally {
+    event.durationMs = performance.now() - startedAt;
+    acquireEnd.publish(event);
+  }
+}
+
+function outcomeOf(error: unknown): AcquireOutcome {
+  // A caller's signal rejects with its own reason, which is not a pglock error.
+  if (!(error instanceof PglockError)) return "aborted";
+  switch (error.code) {
+    case "ERR_PGLOCK_TIMEOUT":
+      return "timeout";
+    case "ERR_PGLOCK_DEADLOCK":
+      return "deadlock";
+    case "ERR_PGLOCK_CLOSED":
+      return "closed";
+    default:
+      return "error";
+  }
+}
 
 export function publishAcquired(event: () => AcquiredEvent) {
   if (acquired.hasSubscribers) acquired.publish(event());

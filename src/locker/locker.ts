@@ -20,7 +20,7 @@ import type { LockMode, Statement } from "../sql.js";
 import * as sql from "../sql.js";
 import { checkInteger, checkMs, checkString, checkTableName, optionsObject } from "../validate.js";
 import { acquireAll, type LockGroup, parseAcquire, tryWithLock, withLock } from "./compose.js";
-import { publishAcquired, publishLost, publishReleased } from "./events.js";
+import { publishAcquired, publishLost, publishReleased, traceAcquire } from "./events.js";
 import { FencingTokens } from "./fencing.js";
 import type { LockHandle } from "./handle.js";
 import { SessionPool, type Slot } from "./sessions.js";
@@ -163,21 +163,27 @@ export class Locker {
         timeout,
         fencing,
       } = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
-      const timer =
-        timeout === undefined
-          ? undefined
-          : timeoutSignal(timeout, () => new LockTimeoutError(normalized.toString(), timeout));
-      const linked = linkSignals(signal, timer?.signal, this.#closing.signal);
-      try {
-        // timeout 0 means: only if it is free now.
-        const holder = await this.#request(normalized, mode, timeout !== 0, linked.signal);
-        if (!holder) throw new LockTimeoutError(normalized.toString(), 0);
-        if (fencing) await this.#issueToken(holder);
-        return holder;
-      } finally {
-        linked.dispose();
-        timer?.dispose();
-      }
+      const holder = await traceAcquire(
+        () => ({ key: normalized, shared: mode === "shared", wait: true }),
+        async () => {
+          const timer =
+            timeout === undefined
+              ? undefined
+              : timeoutSignal(timeout, () => new LockTimeoutError(normalized.toString(), timeout));
+          const linked = linkSignals(signal, timer?.signal, this.#closing.signal);
+          try {
+            // timeout 0 means: only if it is free now.
+            const granted = await this.#request(normalized, mode, timeout !== 0, linked.signal);
+            if (!granted) throw new LockTimeoutError(normalized.toString(), 0);
+            if (fencing) await this.#issueToken(granted);
+            return granted;
+          } finally {
+            linked.dispose();
+            timer?.dispose();
+          }
+        },
+      );
+      return holder as Holder;
     });
   }
 
@@ -185,12 +191,18 @@ export class Locker {
   tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LockHandle | null> {
     return this.#track(async () => {
       const { key: normalized, mode, signal } = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
-      const linked = linkSignals(signal, this.#closing.signal);
-      try {
-        return (await this.#request(normalized, mode, false, linked.signal)) ?? null;
-      } finally {
-        linked.dispose();
-      }
+      const holder = await traceAcquire(
+        () => ({ key: normalized, shared: mode === "shared", wait: false }),
+        async () => {
+          const linked = linkSignals(signal, this.#closing.signal);
+          try {
+            return await this.#request(normalized, mode, false, linked.signal);
+          } finally {
+            linked.dispose();
+          }
+        },
+      );
+      return holder ?? null;
     });
   }
 
