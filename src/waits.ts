@@ -126,7 +126,7 @@ export function cycleThrough(locks: readonly AdvisoryLockInfo[], pid: number): W
   const path: Wait[] = [first];
   const visited = new Set<string>([home]);
   const search = (wait: Wait): boolean => {
-    const next = [...new Set(wait.blockers.map(partyOfLock))].sort();
+    const next = otherParties(wait);
     if (next.includes(home)) return true;
     for (const party of next) {
       if (visited.has(party)) continue;
@@ -141,6 +141,15 @@ export function cycleThrough(locks: readonly AdvisoryLockInfo[], pid: number): W
     return false;
   };
   return search(first) ? path : undefined;
+}
+
+/**
+ * The parties a wait waits for, but its own: a party's sessions can wait for one another (a
+ * process's seed Locks on one key, say); that is a queue, not a cycle.
+ */
+function otherParties(wait: Wait): string[] {
+  const own = partyOfLock(wait.waiter);
+  return [...new Set(wait.blockers.map(partyOfLock))].filter((party) => party !== own).sort();
 }
 
 /**
@@ -165,8 +174,8 @@ export function waitChains(locks: readonly AdvisoryLockInfo[]): string[] {
       let current: Wait | undefined = start;
       while (current) {
         const holders: readonly AdvisoryLockInfo[] = current.blockers;
-        text += ` held by ${holders.map(who).join(" and ")}`;
-        const parties: string[] = [...new Set(holders.map(partyOfLock))];
+        text += ` held by ${holders.map((b) => (b.granted ? who(b) : `${who(b)}, queued ahead`)).join(" and ")}`;
+        const parties = otherParties(current);
         const cycle = parties.find((party) => seen.has(party));
         if (cycle !== undefined) {
           text += ": a cycle (deadlock)";

@@ -1,6 +1,6 @@
 // Deadlocks between Lockers and seed Locks (issue #16): PostgreSQL cannot see them, pglock can.
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
-import { createLocker, DeadlockError, type Locker } from "pglock";
+import { createLocker, DeadlockError, type Locker, newLock } from "pglock";
 import { afterAll, describe, expect, it } from "vitest";
 import { databaseUrl, makePool, uniqueName } from "./support/db.js";
 import { program } from "./support/run.js";
@@ -80,6 +80,23 @@ describe("a deadlock between Lockers in different processes", () => {
 });
 
 describe("no deadlock, no DeadlockError", () => {
+  it("seed Locks of one process queued on one key wait for one another: a queue, not a cycle", async () => {
+    const pool = makePool({ max: 8 });
+    const key = uniqueName("queue");
+    const locks = await Promise.all(Array.from({ length: 4 }, () => newLock(pool, key, { deadlockTimeoutMs: 20 })));
+    const order: number[] = [];
+    await Promise.all(
+      locks.map(async (lock, i) => {
+        await lock.waitAndLock();
+        order.push(i);
+        await new Promise((resolve) => setTimeout(resolve, 100)); // long enough for several looks
+        await lock.unlock();
+      }),
+    );
+    expect(order.sort()).toEqual([0, 1, 2, 3]);
+    await Promise.all(locks.map((lock) => lock.close()));
+  });
+
   const lockers: Locker[] = [];
   afterAll(async () => {
     await Promise.all(lockers.map((l) => l.close()));
