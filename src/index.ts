@@ -18,7 +18,15 @@ export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";
 export type { LivenessOptions } from "./liveness.js";
 export { type CallOptions, Lock, type NewLockOptions, newLock } from "./lock.js";
 export { type AcquireAllOptions, LockGroup } from "./locker/compose.js";
-export { type AcquiredEvent, channels, type LostEvent, type ReleasedEvent } from "./locker/events.js";
+export {
+  type AcquiredEvent,
+  type AcquireEndEvent,
+  type AcquireOutcome,
+  type AcquireStartEvent,
+  channels,
+  type LostEvent,
+  type ReleasedEvent,
+} from "./locker/events.js";
 export { fencingTableSql } from "./locker/fencing.js";
 export type { LockHandle } from "./locker/handle.js";
 export {

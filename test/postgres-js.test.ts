@@ -68,7 +68,7 @@ describe("postgres.js driver", () => {
     const locker = createLocker(sql, { applicationName: app });
     try {
       const handles = await Promise.all(Array.from({ length: 3 }, () => locker.acquire(uniqueKey())));
-      const mine = (await inspectLocks(sql)).filter((lock) => lock.applicationName === app);
+      const mine = (await inspectLocks(sql)).filter((lock) => lock.owner?.application === app);
       expect(mine.map((lock) => lock.key.id).sort()).toEqual(handles.map((handle) => handle.key.id).sort());
       // pglock's sessions are not the caller's single connection, which stays free for the caller.
       const rows = await sql`SELECT 1 AS n`;
