@@ -5,7 +5,10 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^pglock$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
-      { find: /^pglock\/opentelemetry$/, replacement: fileURLToPath(new URL("./src/opentelemetry.ts", import.meta.url)) },
+      {
+        find: /^pglock\/opentelemetry$/,
+        replacement: fileURLToPath(new URL("./src/opentelemetry.ts", import.meta.url)),
+      },
     ],
   },
   test: {

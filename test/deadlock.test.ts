@@ -50,9 +50,13 @@ async function cycle(kinds: ("locker" | "lock")[]) {
   const parties = kinds.map((kind, i) => party(kind, keys[i] as string, keys[(i + 1) % keys.length] as string));
   await Promise.all(parties.map((p) => p.line(/^holding$/, 30_000)));
   for (const p of parties) p.go();
-  // Generous bound: the check looks after 1 s; the note reports the measured time.
+  // A generous bound: the check first looks after 1 s (deadlockTimeoutMs's default).
   const outcomes = await Promise.all(parties.map((p) => p.line(/^(granted|failed) /, 20_000)));
   const codes = await Promise.all(parties.map((p) => p.exited));
+  const victimMs = outcomes.filter((o) => o.startsWith("failed")).map((o) => Number(o.split(" ").at(-1)));
+  if (process.env.DEADLOCK_TIMES) process.stderr.write(`victim failed after ${victimMs} ms\n`);
+  // Never before the wait has lasted deadlockTimeoutMs: the check is not eager.
+  for (const ms of victimMs) expect(ms).toBeGreaterThanOrEqual(1_000);
   return { outcomes, codes };
 }
 
