@@ -1,6 +1,7 @@
 // A process whose pg.Pool gets a connection that fails while pg-pool hands it over (issue #13's chaos
-// crash): a proxy holds the server's bytes back until the backend has been terminated, then passes
-// them on in one write, so the startup's ReadyForQuery and the FATAL arrive in one socket read.
+// crash): a proxy holds the server's bytes after authentication back until the backend has been
+// terminated, then passes them on in one write, so the startup's ReadyForQuery and the FATAL arrive in
+// one socket read.
 // Prints what each checkout settled with; a crash exits 1 with "Unhandled 'error' event".
 import { connect, createServer, type Socket } from "node:net";
 import pg from "pg";
@@ -13,18 +14,32 @@ const releases: (() => void)[] = [];
 const proxy = createServer((client) => {
   const server = connect(Number(url.port || 5432), url.hostname);
   upstreams.push(server);
-  const held: Buffer[] = [];
-  let holding = true;
-  server.on("data", (chunk) => (holding ? held.push(chunk) : client.write(chunk)));
+  // The authentication exchange passes (a password needs the client's answers); from the message after
+  // AuthenticationOk on, the server's bytes are held: the rest of the startup and what follows it.
+  let pending = Buffer.alloc(0);
+  let holding = false;
+  let released = false;
+  server.on("data", (chunk: Buffer) => {
+    if (released) return void client.write(chunk);
+    pending = Buffer.concat([pending, chunk]);
+    while (!holding && pending.length >= 5) {
+      const length = 1 + pending.readInt32BE(1);
+      if (pending.length < length) break;
+      const message = pending.subarray(0, length);
+      pending = pending.subarray(length);
+      client.write(message);
+      holding = message[0] === 0x52 && length === 9 && message.readInt32BE(5) === 0; // 'R', AuthenticationOk
+    }
+  });
   releases.push(() => {
-    holding = false;
-    client.write(Buffer.concat(held));
+    released = true;
+    client.write(pending);
   });
   client.on("data", (chunk) => server.write(chunk));
   client.on("error", () => {});
   server.on("error", () => {});
   client.on("close", () => server.destroy());
-  server.on("close", () => holding || client.end());
+  server.on("close", () => released && client.end());
 });
 await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
 const proxied = new URL(url.href);
@@ -35,7 +50,9 @@ pool.on("error", () => {});
 
 /** Terminates the proxied backend once its startup is done, then lets its bytes through in one write. */
 async function failDuringHandover(index: number) {
+  const deadline = Date.now() + 15_000;
   for (;;) {
+    if (Date.now() > deadline) throw new Error(`the proxied backend ${index} never became idle`);
     await new Promise((resolve) => setTimeout(resolve, 20));
     const port = upstreams[index]?.localPort;
     if (port === undefined) continue;
