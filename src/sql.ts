@@ -13,6 +13,12 @@ export interface Statement {
    * the Session supplies. See {@link onOwnBackend}.
    */
   readonly guarded?: boolean;
+  /**
+   * Worth a named prepared statement: a lock statement that runs again and again on the same
+   * session. The server then parses and plans it once per connection. Drivers that cannot keep a
+   * server session per connection (a caller's client, maybe behind a transaction pooler) ignore it.
+   */
+  readonly prepare?: boolean;
 }
 
 /**
@@ -46,23 +52,36 @@ function keyArgs(key: LockKey, first = 1): { args: string; values: unknown[] } {
 
 const suffix = (mode: LockMode) => (mode === "shared" ? "_shared" : "");
 
+/**
+ * The hot statements' texts, built once per function, mode and key space: they are prepared by name
+ * (Statement.prepare), and a lock call then builds no string.
+ */
+const hotTexts = new Map<string, string>();
+function hot(fn: string, mode: LockMode, key: LockKey, wrap = (call: string) => call): Statement {
+  const { args, values } = keyArgs(key);
+  const id = `${fn}${suffix(mode)}/${key.pair ? 2 : 1}`;
+  let text = hotTexts.get(id);
+  if (text === undefined) {
+    text = onOwnBackend(wrap(`pg_catalog.${fn}${suffix(mode)}(${args})`), values).text;
+    hotTexts.set(id, text);
+  }
+  return { text, values, guarded: true, prepare: true };
+}
+
 /** One row `{ ok: boolean }`: whether the lock was taken without waiting. */
 export function tryLock(key: LockKey, mode: LockMode): Statement {
-  const { args, values } = keyArgs(key);
-  return onOwnBackend(`pg_catalog.pg_try_advisory_lock${suffix(mode)}(${args})`, values);
+  return hot("pg_try_advisory_lock", mode, key);
 }
 
 /** Waits on the server until granted (no polling: a release hands over to the next waiter at once). */
 export function waitLock(key: LockKey, mode: LockMode): Statement {
-  const { args, values } = keyArgs(key);
   // The function returns void, which IS NOT NULL: ok is true once granted.
-  return onOwnBackend(`pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NOT NULL`, values);
+  return hot("pg_advisory_lock", mode, key, (call) => `${call} IS NOT NULL`);
 }
 
 /** One row `{ ok: boolean }`: false when this session did not hold the lock in that mode. */
 export function unlock(key: LockKey, mode: LockMode): Statement {
-  const { args, values } = keyArgs(key);
-  return onOwnBackend(`pg_catalog.pg_advisory_unlock${suffix(mode)}(${args})`, values);
+  return hot("pg_advisory_unlock", mode, key);
 }
 
 /** Releases `levels` stacked levels in one round trip: one row `{ ok }` per level. */

@@ -277,6 +277,21 @@ describe("Locker: scale and multiplexing", () => {
     for (const locker of waiters) expect(locker.stats()).toMatchObject({ held: 0, waiting: 0 });
   });
 
+  it("a pooled connection the application ran DISCARD ALL on between two sessions still works", async () => {
+    // pglock prepares its lock statements by name on a pool's connections; DISCARD ALL (or DEALLOCATE)
+    // drops them on the server while pg still believes them prepared (SQLSTATE 26000 on next use).
+    const pool = makePool({ max: 1 });
+    const locker = createLocker(pool, { idleMs: 0 });
+    const key = uniqueKey();
+    await (await locker.acquire(key)).release();
+    await eventually(() => locker.stats().sessions === 0);
+    await pool.query("DISCARD ALL");
+    const handle = await locker.acquire(key);
+    expect((await locksOnKey(makePool({ max: 1 }), key)).filter((row) => row.granted)).toHaveLength(1);
+    await handle.release();
+    await locker.close();
+  });
+
   it("close() rejects pending acquires, releases everything and leaves no session behind", async () => {
     const app = uniqueName();
     const admin = makePool({ max: 2 });

@@ -7,11 +7,12 @@ import { ConnectionError, InvalidArgumentError } from "../errors.js";
 import { describe } from "../key.js";
 import type { Statement } from "../sql.js";
 import { CANCEL_TIMEOUT_MS, sendCancelRequest } from "./cancel-request.js";
-import type { Driver, DriverConnection } from "./driver.js";
+import { type Driver, type DriverConnection, sqlState } from "./driver.js";
 
 /** The part of a `pg.Client` pglock uses. */
 export interface PgClient {
   query(text: string, values: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
+  query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: Record<string, unknown>[] }>;
   on(event: "error" | "end" | "notification", listener: (...args: unknown[]) => void): unknown;
   removeListener(event: "error" | "end" | "notification", listener: (...args: unknown[]) => void): unknown;
   readonly processID?: number | null;
@@ -126,6 +127,17 @@ export function pgDriver(db: unknown, what: string): Driver {
   throw new InvalidArgumentError(`${what}: expected a pg.Pool or a connected pg.Client, got ${describe(db)}`);
 }
 
+/** One name per statement text, the same on every connection (pg prepares it once per connection). */
+const preparedNames = new Map<string, string>();
+function preparedName(text: string): string {
+  let name = preparedNames.get(text);
+  if (name === undefined) {
+    name = `pglock_${preparedNames.size + 1}`;
+    preparedNames.set(text, name);
+  }
+  return name;
+}
+
 class PgConnection implements DriverConnection {
   readonly #client: PgClient;
   readonly #onRelease: () => void;
@@ -134,6 +146,8 @@ class PgConnection implements DriverConnection {
   #notificationListener: ((message: unknown) => void) | undefined;
   #ended = false;
   #detached = false;
+  /** Lock statements go as named prepared statements (see query). */
+  #prepares = true;
 
   readonly #ends: boolean;
 
@@ -157,7 +171,25 @@ class PgConnection implements DriverConnection {
   }
 
   query(statement: Statement) {
-    return this.#client.query(statement.text, statement.values as unknown[]).then((result) => result.rows);
+    const values = statement.values as unknown[];
+    // Named only on a pool's connection: a caller's client may sit behind a transaction pooler, where
+    // the next statement can reach a server session that never prepared the name.
+    if (!statement.prepare || !this.#ends || !this.#prepares) {
+      return this.#client.query(statement.text, values).then((result) => result.rows);
+    }
+    const named = { name: preparedName(statement.text), text: statement.text, values };
+    return this.#client.query(named).then(
+      (result) => result.rows,
+      (error: unknown) => {
+        // 26000: the server session does not have a statement pg believes it prepared on this pooled
+        // connection (the application ran DISCARD ALL or DEALLOCATE on it, or a transaction pooler
+        // sent the statement elsewhere). Nothing ran: run it unnamed, and stay unnamed. In the
+        // pooler's case the Session's pid guard then finds the move.
+        if (sqlState(error) !== "26000") throw error;
+        this.#prepares = false;
+        return this.#client.query(statement.text, values).then((result) => result.rows);
+      },
+    );
   }
 
   onEnd(listener: (cause: Error) => void) {

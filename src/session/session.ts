@@ -319,6 +319,7 @@ export class Session {
     const rows = await this.#connection.query({
       text: statement.text,
       values: [...statement.values, this.#backendPid],
+      prepare: statement.prepare,
     });
     // Every guarded statement returns rows on its own backend; no row means it acted nowhere.
     const answeredBy = rows[0]?.backend_pid;
