@@ -24,6 +24,11 @@ export interface AcquireOptions {
    * and pg_locks could not tell n levels from n + 1, so no cancel is sent.
    */
   holdsMode?: () => boolean;
+  /**
+   * Why the wait was cancelled other than by `signal`, if it was (a deadlock victim's DeadlockError,
+   * deadlock.ts): treated as the signal's reason is.
+   */
+  interrupted?: () => Error | undefined;
 }
 
 /**
@@ -41,11 +46,13 @@ export async function waitForLock(session: Session, key: LockKey, mode: LockMode
     cancelOnAbort: () => !holdsMode(),
     waits: true,
   });
+  const reason = () => (signal?.aborted ? signal.reason : options.interrupted?.());
   if (outcome.status === "skipped") throw outcome.reason;
   if (outcome.status === "done") {
-    if (signal?.aborted) {
+    const given = reason();
+    if (given !== undefined) {
       await releaseLevel(session, key, mode, { first: true });
-      throw signal.reason;
+      throw given;
     }
     return;
   }
@@ -63,7 +70,8 @@ export async function waitForLock(session: Session, key: LockKey, mode: LockMode
       });
     }
     await undoIfGranted(session, key, mode);
-    if (signal?.aborted) throw signal.reason;
+    const given = reason();
+    if (given !== undefined) throw given;
     throw new LockTimeoutError(key.toString(), undefined, { cause: outcome.error });
   }
   throw lockError(outcome.error, key);

@@ -199,9 +199,10 @@ export class Lock {
 
   async #wait(mode: LockMode, signal: AbortSignal) {
     const holdsMode = () => this.#levels[mode] > 0;
-    const wait = { pid: this.#session.backendPid, key: this.key };
-    await checkedWait(this.#deadlock, wait, signal, (checked) =>
-      waitForLock(this.#session, this.key, mode, { signal: checked, holdsMode }),
+    const session = this.#session;
+    const wait = { pid: session.backendPid, key: this.key, cancel: () => session.cancelWait() };
+    await checkedWait(this.#deadlock, wait, (interrupted) =>
+      waitForLock(session, this.key, mode, { signal, holdsMode, interrupted }),
     );
     this.#levels[mode]++;
   }

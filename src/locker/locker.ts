@@ -331,9 +331,9 @@ export class Locker {
 
   /** A server-side wait, with the deadlock check between Lockers watching it (deadlock.ts). */
   #waitOnServer(slot: Slot, key: LockKey, mode: LockMode, signal: AbortSignal) {
-    return checkedWait(this.#deadlock, { pid: slot.session.backendPid, key }, signal, (checked) =>
-      waitForLock(slot.session, key, mode, { signal: checked }),
-    );
+    const session = slot.session;
+    const wait = { pid: session.backendPid, key, cancel: () => session.cancelWait() };
+    return checkedWait(this.#deadlock, wait, (interrupted) => waitForLock(session, key, mode, { signal, interrupted }));
   }
 
   /**

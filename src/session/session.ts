@@ -186,6 +186,15 @@ export class Session {
     throw outcome.status === "skipped" ? outcome.reason : outcome.error;
   }
 
+  /**
+   * Cancels the running statement if it is a wait that may be cancelled (the deadlock check's victim,
+   * deadlock.ts): it then fails with 57014, as after its signal's abort.
+   */
+  cancelWait(): void {
+    const job = this.#running;
+    if (job?.options.waits) this.#onAbort(job);
+  }
+
   #onAbort(job: Job) {
     const queued = this.#queue.indexOf(job);
     if (queued >= 0) {
