@@ -71,6 +71,13 @@ function versions() {
 }
 
 const started = new Date();
+const commit = (() => {
+  try {
+    return execSync("git rev-parse --short HEAD", { encoding: "utf8" }).trim();
+  } catch {
+    return "unknown";
+  }
+})();
 const versionPool = new pg.Pool({ connectionString: url, max: 1 });
 const { rows: serverRows } = await versionPool.query("SELECT version()");
 await versionPool.end();
@@ -82,7 +89,7 @@ const seconds = Math.max(1, Math.round(THROUGHPUT_MS / 1000));
 log("# pglock benchmarks");
 log();
 log(
-  `Command: \`npm run bench${quick ? " -- --quick" : ""}\` · ${started.toISOString()} · ${cpus().length} × ${cpus()[0]?.model ?? "CPU"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
+  `Command: \`npm run bench${quick ? " -- --quick" : ""}\` at commit ${commit} · ${started.toISOString()} · ${cpus().length} × ${cpus()[0]?.model ?? "CPU"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
 );
 log(
   `Node ${process.version}, pg ${v.pg}, postgres.js ${v.postgresJs}, advisory-lock ${v.advisoryLock}, redis-semaphore ${v.redisSemaphore}, ${pgbench ?? "no pgbench"}; ${String(serverRows[0]?.version).split(",")[0]} on loopback${server ? " (throwaway, started for this run)" : ""}. CPUs: ${pinning}.`,
@@ -195,6 +202,29 @@ const bars = [
   ...(typeof bunRows === "string" ? [] : bar("1", bunRows, bunRows[0]?.[1] as Summary, 1.05, /pglock/)),
   ...bar("2", two, raw2, 1.15, /pglock/),
 ];
+// ---------- correctness on the measured code ----------
+// Issue #15: no correctness trade. The contract suite and a chaos run, on the code just measured.
+if (!quick) {
+  log("## The same code under the contract suite and the chaos suite");
+  log();
+  const env = { ...process.env, DATABASE_URL: url };
+  for (const [label, command, args] of [
+    ["contract suite (`vitest run test/contract.test.ts`)", "node_modules/.bin/vitest", ["run", "test/contract.test.ts"]],
+    ["chaos suite (`npm run test:chaos`: 40 s of faults, then the broken variants it must catch)", "npm", ["run", "test:chaos"]],
+  ] as const) {
+    // The chaos suite starts its own server: it restarts and kills it.
+    const child = spawnSync(command, [...args], { env: label.startsWith("chaos") ? process.env : env, encoding: "utf8" });
+    const output = `${child.stdout}${child.stderr}`;
+    const summary =
+      /Tests\s+(.*?passed[^\n]*)/.exec(output.replace(/\x1b\[[0-9;]*m/g, ""))?.[1]?.trim() ??
+      /chaos: .*$/m.exec(output)?.[0] ??
+      "";
+    const violations = /violations: \d+/.exec(output)?.[0];
+    log(`- ${label}: ${child.status === 0 ? "passed" : `**failed** (exit ${child.status})`}${summary ? `, ${summary}` : ""}${violations ? ` (pglock's own run: ${violations})` : ""}`);
+  }
+  log();
+}
+
 const resultsFile = quick ? "bench/RESULTS.quick.md" : "bench/RESULTS.md";
 writeFileSync(resultsFile, reportText());
 if (!quick)
