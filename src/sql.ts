@@ -313,7 +313,7 @@ export function batch(ops: readonly BatchOp[]): Statement {
     as.push(key.pair ? key.pair[0] : null);
     bs.push(key.pair ? key.pair[1] : null);
   }
-  return onOwnBackend(
+  batchText ??= onOwnBackend(
     "CASE t.code " +
       "WHEN 1 THEN pg_catalog.pg_try_advisory_lock(t.id) " +
       "WHEN 2 THEN pg_catalog.pg_try_advisory_lock_shared(t.id) " +
@@ -323,11 +323,15 @@ export function batch(ops: readonly BatchOp[]): Statement {
       "WHEN 6 THEN pg_catalog.pg_try_advisory_lock_shared(t.a, t.b) " +
       "WHEN 7 THEN pg_catalog.pg_advisory_unlock(t.a, t.b) " +
       "WHEN 8 THEN pg_catalog.pg_advisory_unlock_shared(t.a, t.b) END",
-    [codes, ids, as, bs],
+    [codes, ids, as, bs], // numbers the parameters: the backend pid comes fifth
     "ok",
     // Multi-argument unnest exists only unqualified; ROWS FROM is its schema-qualified spelling.
     " FROM ROWS FROM (pg_catalog.unnest($1::int4[]), pg_catalog.unnest($2::int8[]), pg_catalog.unnest($3::int4[]), " +
       "pg_catalog.unnest($4::int4[])) WITH ORDINALITY AS t(code, id, a, b, i) " +
       "ORDER BY t.i",
-  );
+  ).text;
+  // One text for every batch (the ops travel as arrays), so it is prepared once per connection too.
+  return { text: batchText, values: [codes, ids, as, bs], guarded: true, prepare: true };
 }
+
+let batchText: string | undefined;
