@@ -3,15 +3,25 @@
  * A NOTIFY is a hint, never a guarantee (a holder that dies sends none), so waiters also poll,
  * slowly. https://www.postgresql.org/docs/current/sql-notify.html
  */
-import type { Locker } from "../locker/locker.js";
 import type { Session } from "../session/session.js";
+import type { Statement } from "../sql.js";
 import type { Wakeups } from "./semaphore.js";
 
 export const NOTIFY_CHANNEL = "pglock_wakeup";
 
-const notifiers = new WeakMap<Locker, Notifier>();
+/**
+ * What the notifier needs from a Locker: a session of its own to LISTEN on, and a way to run a NOTIFY.
+ * Structural, so that patterns/ does not import locker/ (which imports patterns/ for its factories).
+ */
+export interface NotifyHost {
+  openDedicatedSession(): Promise<Session>;
+  releaseDedicatedSession(session: Session): Promise<void>;
+  runShort(statement: Statement): Promise<void>;
+}
 
-export function notifierOf(locker: Locker): Notifier {
+const notifiers = new WeakMap<NotifyHost, Notifier>();
+
+export function notifierOf(locker: NotifyHost): Notifier {
   let notifier = notifiers.get(locker);
   if (!notifier) {
     notifier = new Notifier(locker);
@@ -21,11 +31,11 @@ export function notifierOf(locker: Locker): Notifier {
 }
 
 export class Notifier implements Wakeups {
-  readonly #locker: Locker;
+  readonly #locker: NotifyHost;
   readonly #listeners = new Map<string, Set<() => void>>();
   #session: Promise<Session> | undefined;
 
-  constructor(locker: Locker) {
+  constructor(locker: NotifyHost) {
     this.#locker = locker;
   }
 

@@ -6,13 +6,12 @@
 import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, lockKey } from "../key.js";
 import type { LockHandle } from "../locker/handle.js";
-import type { TryAcquireOptions } from "../locker/locker.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
 import { checkInteger, checkMs, checkSignal, optionsObject } from "../validate.js";
 
 /** What a semaphore needs from a Locker: try-locks on its slot keys. */
 export interface SlotLocker {
-  tryAcquire(key: LockKey, options?: TryAcquireOptions): Promise<LockHandle | null>;
+  tryAcquire(key: LockKey, options?: { signal?: AbortSignal }): Promise<LockHandle | null>;
 }
 
 /** Wake-ups between waiters and releasers, across processes (LISTEN/NOTIFY) or in memory. */
