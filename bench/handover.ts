@@ -2,7 +2,7 @@
 import pg from "pg";
 import { createLocker, newLock } from "pglock";
 import { type Contender, freshKey, interleaved, latencyTable, log, quick, ROUNDS, type Row, sleep } from "./harness.js";
-import type { Peer } from "./peers.js";
+import { type Peer, sortPeers } from "./peers.js";
 
 const HANDOVERS = quick ? 16 : 400;
 
@@ -106,12 +106,8 @@ export async function handovers(url: string, peers: Peer[]) {
       };
     }),
   ];
-  const skipped: [string, string][] = [];
-  for (const peer of peers) {
-    if ("skipped" in peer) {
-      skipped.push([peer.name, `skipped: ${peer.skipped}`]);
-      continue;
-    }
+  const { usable, skipped } = sortPeers(peers);
+  for (const peer of usable) {
     const name = `bench-${freshKey()}`;
     contenders.push(contest(peer.name, async () => ({ take: () => peer.acquire(name), teardown: async () => {} })));
   }

@@ -74,3 +74,16 @@ export async function redisPeer(): Promise<Peer> {
     },
   };
 }
+
+type UsablePeer = Exclude<Peer, { skipped: string }>;
+
+/** The peers that can run, and a row saying why for each that cannot. */
+export function sortPeers(peers: Peer[]): { usable: UsablePeer[]; skipped: [string, string][] } {
+  const usable: UsablePeer[] = [];
+  const skipped: [string, string][] = [];
+  for (const peer of peers) {
+    if ("skipped" in peer) skipped.push([peer.name, `skipped: ${peer.skipped}`]);
+    else usable.push(peer);
+  }
+  return { usable, skipped };
+}

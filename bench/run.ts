@@ -203,24 +203,39 @@ const bars = [
   ...bar("2", two, raw2, 1.15, /pglock/),
 ];
 // ---------- correctness on the measured code ----------
+/** Terminal colour codes (ESC [ … m), which vitest writes even into a pipe. */
+const ANSI_COLOR = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
 // Issue #15: no correctness trade. The contract suite and a chaos run, on the code just measured.
 if (!quick) {
   log("## The same code under the contract suite and the chaos suite");
   log();
   const env = { ...process.env, DATABASE_URL: url };
   for (const [label, command, args] of [
-    ["contract suite (`vitest run test/contract.test.ts`)", "node_modules/.bin/vitest", ["run", "test/contract.test.ts"]],
-    ["chaos suite (`npm run test:chaos`: 40 s of faults, then the broken variants it must catch)", "npm", ["run", "test:chaos"]],
+    [
+      "contract suite (`vitest run test/contract.test.ts`)",
+      "node_modules/.bin/vitest",
+      ["run", "test/contract.test.ts"],
+    ],
+    [
+      "chaos suite (`npm run test:chaos`: 40 s of faults, then the broken variants it must catch)",
+      "npm",
+      ["run", "test:chaos"],
+    ],
   ] as const) {
     // The chaos suite starts its own server: it restarts and kills it.
-    const child = spawnSync(command, [...args], { env: label.startsWith("chaos") ? process.env : env, encoding: "utf8" });
+    const child = spawnSync(command, [...args], {
+      env: label.startsWith("chaos") ? process.env : env,
+      encoding: "utf8",
+    });
     const output = `${child.stdout}${child.stderr}`;
     const summary =
-      /Tests\s+(.*?passed[^\n]*)/.exec(output.replace(/\x1b\[[0-9;]*m/g, ""))?.[1]?.trim() ??
+      /Tests\s+(.*?passed[^\n]*)/.exec(output.replace(ANSI_COLOR, ""))?.[1]?.trim() ??
       /chaos: .*$/m.exec(output)?.[0] ??
       "";
     const violations = /violations: \d+/.exec(output)?.[0];
-    log(`- ${label}: ${child.status === 0 ? "passed" : `**failed** (exit ${child.status})`}${summary ? `, ${summary}` : ""}${violations ? ` (pglock's own run: ${violations})` : ""}`);
+    log(
+      `- ${label}: ${child.status === 0 ? "passed" : `**failed** (exit ${child.status})`}${summary ? `, ${summary}` : ""}${violations ? ` (pglock's own run: ${violations})` : ""}`,
+    );
   }
   log();
 }

@@ -14,7 +14,7 @@ import {
   sequential,
   WARMUP,
 } from "./harness.js";
-import type { Peer } from "./peers.js";
+import { type Peer, sortPeers } from "./peers.js";
 import type { PgbenchResult } from "./pgbench.js";
 
 const ITERATIONS = quick ? 50 : 3000;
@@ -28,17 +28,9 @@ export async function uncontended(url: string, peers: Peer[], pgbench?: () => Pg
   log();
   const pool = new pg.Pool({ connectionString: url, max: 8 });
   const key = String(freshKey());
+  const [raw, lock, locker] = pgContenders(pool, key) as [Contender, Contender, Contender];
   const contenders: Contender[] = [
-    sequential("raw `pg`, one client (baseline): `pg_try_advisory_lock` + `pg_advisory_unlock`", async () => {
-      const client = await pool.connect();
-      return {
-        op: async () => {
-          await client.query("SELECT pg_try_advisory_lock($1)", [key]);
-          await client.query("SELECT pg_advisory_unlock($1)", [key]);
-        },
-        teardown: async () => client.release(),
-      };
-    }),
+    raw,
     sequential("raw `pg`, one client, named prepared statements", async () => {
       const client = await pool.connect();
       return {
@@ -49,20 +41,8 @@ export async function uncontended(url: string, peers: Peer[], pgbench?: () => Pg
         teardown: async () => client.release(),
       };
     }),
-    sequential("pglock `Lock`: `lock()` + `unlock()`", async () => {
-      const lock = await newLock(pool, BigInt(key));
-      return {
-        op: async () => {
-          await lock.lock();
-          await lock.unlock();
-        },
-        teardown: () => lock.close(),
-      };
-    }),
-    sequential("pglock Locker: `tryAcquire()` + `release()`", async () => {
-      const locker = createLocker(pool);
-      return { op: async () => (await locker.tryAcquire(key))?.release(), teardown: () => locker.close() };
-    }),
+    lock,
+    locker,
     sequential("pglock Locker: `withLock()`", async () => {
       const locker = createLocker(pool);
       return { op: () => locker.withLock(key, () => {}), teardown: () => locker.close() };
@@ -93,12 +73,8 @@ export async function uncontended(url: string, peers: Peer[], pgbench?: () => Pg
       };
     }),
   ];
-  const skipped: [string, string][] = [];
-  for (const peer of peers) {
-    if ("skipped" in peer) {
-      skipped.push([peer.name, `skipped: ${peer.skipped}`]);
-      continue;
-    }
+  const { usable, skipped } = sortPeers(peers);
+  for (const peer of usable) {
     const name = `bench-${freshKey()}`;
     const slow = peer.name.includes("advisory-lock");
     contenders.push(
@@ -126,4 +102,37 @@ export async function uncontended(url: string, peers: Peer[], pgbench?: () => Pg
   }
   latencyTable(rows);
   return rows;
+}
+
+/** Hand-written `pg`, a `Lock` and a Locker on one key: the rows measured on Node and on Bun (bun-uncontended.ts). */
+export function pgContenders(pool: pg.Pool, key: string, on = ""): Contender[] {
+  return [
+    sequential(
+      `raw \`pg\`${on}, one client (baseline): \`pg_try_advisory_lock\` + \`pg_advisory_unlock\``,
+      async () => {
+        const client = await pool.connect();
+        return {
+          op: async () => {
+            await client.query("SELECT pg_try_advisory_lock($1)", [key]);
+            await client.query("SELECT pg_advisory_unlock($1)", [key]);
+          },
+          teardown: async () => client.release(),
+        };
+      },
+    ),
+    sequential(`pglock \`Lock\`${on}: \`lock()\` + \`unlock()\``, async () => {
+      const lock = await newLock(pool, BigInt(key));
+      return {
+        op: async () => {
+          await lock.lock();
+          await lock.unlock();
+        },
+        teardown: () => lock.close(),
+      };
+    }),
+    sequential(`pglock Locker${on}: \`tryAcquire()\` + \`release()\``, async () => {
+      const locker = createLocker(pool);
+      return { op: async () => (await locker.tryAcquire(key))?.release(), teardown: () => locker.close() };
+    }),
+  ];
 }
