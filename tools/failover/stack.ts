@@ -68,6 +68,10 @@ export async function startStack(options: { synchronous: boolean }): Promise<Sta
       stdio: ["ignore", "pipe", "pipe"],
       ...(asPostgres ? { uid, gid } : {}),
       env: { ...process.env, HOME: root },
+      // Not the checkout: as root it may be a 0700 directory (/root/…) that the postgres user cannot
+      // enter, and initdb then fails on its working directory (the bootstrap loops until the 120 s
+      // deadline; seen in a CI rehearsal from /root).
+      cwd: root,
     });
     let log = "";
     const keep = (chunk: Buffer) => {
