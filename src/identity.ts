@@ -48,7 +48,7 @@ export function newOwner(kind: OwnerKind, application: string): SessionOwner {
 
 /** The application_name that says whose a session is. */
 export function applicationNameOf(owner: SessionOwner): string {
-  const suffix = ` ${owner.host}:${owner.processId} ${owner.kind}-${owner.number}`;
+  const suffix = ` ${ownerLabel(owner)}`;
   const room = Math.max(0, MAX_BYTES - suffix.length);
   return printable(owner.application).slice(0, room) + suffix;
 }
@@ -79,6 +79,5 @@ export function ownerLabel(owner: SessionOwner): string {
  * that holds one Lock and waits on another is one holder waiting.
  */
 export function partyOf(owner: SessionOwner): string {
-  const process = `${owner.host}:${owner.processId}`;
-  return owner.kind === "locker" ? `${process} locker-${owner.number}` : `${process} locks`;
+  return owner.kind === "locker" ? ownerLabel(owner) : `${owner.host}:${owner.processId} locks`;
 }

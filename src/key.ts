@@ -105,7 +105,7 @@ export function lockKey(input: LockKeyInput): LockKey {
  * from. A hash cannot be reversed: a key whose name this process never hashed shows no name.
  */
 const keysByName = new Map<string, LockKey>();
-const namesById = new Map<bigint, string>();
+const keysById = new Map<bigint, LockKey>();
 const REMEMBERED_NAMES = 10_000;
 
 function namedKey(name: string): LockKey {
@@ -115,17 +115,16 @@ function namedKey(name: string): LockKey {
   if (keysByName.size >= REMEMBERED_NAMES) {
     const [oldest] = keysByName.values();
     keysByName.delete(oldest?.name as string);
-    namesById.delete(oldest?.id as bigint);
+    keysById.delete(oldest?.id as bigint);
   }
   keysByName.set(name, key);
-  namesById.set(key.id as bigint, name);
+  keysById.set(key.id as bigint, key);
   return key;
 }
 
 /** The int64 key `id`, with its name when this process hashed one to it (see namedKey). */
 export function keyFromId(id: bigint): LockKey {
-  const name = namesById.get(id);
-  return name === undefined ? LockKey.fromId(id) : (keysByName.get(name) as LockKey);
+  return keysById.get(id) ?? LockKey.fromId(id);
 }
 
 function pairKey(input: readonly unknown[]): LockKey {
