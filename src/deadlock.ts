@@ -10,16 +10,15 @@
 import { DeadlockError } from "./errors.js";
 import { ownerLabel } from "./identity.js";
 import type { LockKey } from "./key.js";
-import type { Statement } from "./sql.js";
-import { cycleThrough, readLocks, victimOf, type Wait } from "./waits.js";
+import { type AdvisoryLockInfo, cycleThrough, victimOf, type Wait } from "./waits.js";
 
 export const DEFAULT_DEADLOCK_TIMEOUT_MS = 1_000;
 
 export interface DeadlockCheck {
   /** How long a wait lasts before the first look, and between looks; 0 turns the check off. */
   delayMs: number;
-  /** Runs one statement on a session other than the waiting one. */
-  query(statement: Statement): Promise<Record<string, unknown>[]>;
+  /** Reads the advisory locks, on sessions other than the waiting one. */
+  read(): Promise<AdvisoryLockInfo[]>;
 }
 
 /**
@@ -39,7 +38,7 @@ export function watchForDeadlock(
   };
   const look = async () => {
     try {
-      const cycle = cycleThrough(await readLocks(check.query), wait.pid);
+      const cycle = cycleThrough(await check.read(), wait.pid);
       if (stopped) return;
       if (cycle && victimOf(cycle).waiter.pid === wait.pid) {
         stop();

@@ -13,6 +13,7 @@ import { Session } from "./session/session.js";
 import { linkSignals, sharedController, untilAborted } from "./signals.js";
 import type { LockMode } from "./sql.js";
 import { checkMs, checkSignal, checkString, optionsObject } from "./validate.js";
+import { readLocksOn } from "./waits.js";
 
 /** Options every Lock method takes. */
 export interface CallOptions {
@@ -25,7 +26,7 @@ export interface NewLockOptions extends CallOptions, LivenessOptions {
   /**
    * How long a wait (waitAndLock, waitAndRLock) lasts before the Lock looks for a deadlock with
    * Lockers or other seed Locks, and how often it looks again (default 1000; 0: never look). Each look
-   * takes a connection from the pool for one statement; a Lock on a caller's pg.Client cannot look.
+   * opens a session (a pool checkout) for its two statements; a Lock on a caller's pg.Client cannot look.
    */
   deadlockTimeoutMs?: number | undefined;
   /**
@@ -54,19 +55,11 @@ export async function newLock(db: unknown, key: LockKeyInput, options: NewLockOp
   const deadlockTimeoutMs =
     checkMs(options.deadlockTimeoutMs, "newLock", "deadlockTimeoutMs") ?? DEFAULT_DEADLOCK_TIMEOUT_MS;
   const driver = driverFor(db, "newLock", { allowClient: true });
-  // The Lock's own session is busy waiting: a look takes another connection, only while a wait lasts.
+  // The Lock's own session is busy waiting: a look opens another session, only while a wait lasts.
   const deadlock: DeadlockCheck = {
     delayMs: driver.ownsConnections ? deadlockTimeoutMs : 0,
-    async query(statement) {
-      const session = await Session.open(driver);
-      try {
-        return await session.query(statement);
-      } finally {
-        await session.release();
-      }
-    },
+    read: () => readLocksOn(driver),
   };
-  if (signal?.aborted) throw signal.reason;
   const applicationName = applicationNameOf(newOwner("lock", name));
   const opening = Session.open(driver, { applicationName, keepaliveMs, probeTimeoutMs, serverSettings });
   if (!signal) return new Lock(await opening, normalized, deadlock);

@@ -10,6 +10,8 @@
  */
 import { ownerLabel, ownerOf, partyOf, type SessionOwner } from "./identity.js";
 import { keyFromId, type LockKey, lockKey } from "./key.js";
+import type { Driver } from "./session/driver.js";
+import { Session } from "./session/session.js";
 import * as sql from "./sql.js";
 
 export interface AdvisoryLockInfo {
@@ -32,7 +34,17 @@ export interface AdvisoryLockInfo {
   waitingFor: number[];
 }
 
-/** The locks, read with one statement on a session pglock already has (the deadlock check's way in). */
+/** The locks, read on a session of their own, given back after (inspectLocks, a seed Lock's deadlock look). */
+export async function readLocksOn(driver: Driver, key?: LockKey): Promise<AdvisoryLockInfo[]> {
+  const session = await Session.open(driver);
+  try {
+    return await readLocks((statement) => session.query(statement), key);
+  } finally {
+    await session.release();
+  }
+}
+
+/** The locks, read with the statements `query` runs (a Locker's look runs them on its own sessions). */
 export async function readLocks(
   query: (statement: sql.Statement) => Promise<Record<string, unknown>[]>,
   key?: LockKey,

@@ -19,6 +19,7 @@ import { linkSignals, sharedController, timeoutSignal } from "../signals.js";
 import type { LockMode, Statement } from "../sql.js";
 import * as sql from "../sql.js";
 import { checkInteger, checkMs, checkString, checkTableName, optionsObject } from "../validate.js";
+import { readLocks } from "../waits.js";
 import { acquireAll, type LockGroup, parseAcquire, tryWithLock, withLock } from "./compose.js";
 import { publishAcquired, publishLost, publishReleased, traceAcquire } from "./events.js";
 import { FencingTokens } from "./fencing.js";
@@ -139,7 +140,7 @@ export class Locker {
     this.#applicationName = applicationNameOf(newOwner("locker", applicationName));
     this.#deadlock = {
       delayMs: checkMs(options.deadlockTimeoutMs, "createLocker", "deadlockTimeoutMs") ?? DEFAULT_DEADLOCK_TIMEOUT_MS,
-      query: (statement) => this.#query(statement),
+      read: () => readLocks((statement) => this.#query(statement)),
     };
     this.#serverSettings = serverSettings;
     this.#sessions = new SessionPool(this.#driver, {

@@ -3,9 +3,8 @@
  */
 import { type LockKeyInput, lockKey } from "../key.js";
 import { driverFor } from "../session/drivers.js";
-import { Session } from "../session/session.js";
 import { optionsObject } from "../validate.js";
-import { type AdvisoryLockInfo, readLocks } from "../waits.js";
+import { type AdvisoryLockInfo, readLocksOn } from "../waits.js";
 
 export type { AdvisoryLockInfo } from "../waits.js";
 
@@ -24,10 +23,5 @@ export async function inspectLocks(db: unknown, options: InspectOptions = {}): P
   optionsObject(options, "inspectLocks");
   const driver = driverFor(db, "inspectLocks", { allowClient: true });
   const key = options.key === undefined ? undefined : lockKey(options.key);
-  const session = await Session.open(driver);
-  try {
-    return await readLocks((statement) => session.query(statement), key);
-  } finally {
-    await session.release();
-  }
+  return readLocksOn(driver, key);
 }
