@@ -154,12 +154,14 @@ export class ReadOnlyServerError extends PglockError {
  * server session; the lock was never protecting anything there.
  */
 export class LockNotHeldError extends PglockError {
-  constructor(key: string) {
+  constructor(key: string, why?: string) {
     super(
       "ERR_PGLOCK_NOT_HELD",
-      `PostgreSQL says this session does not hold lock ${key}, which pglock believed it held: the ` +
-        "session changed under the lock (a pooler in transaction mode?) or the lock was released " +
-        "behind pglock's back; use a direct connection or session pooling",
+      why === undefined
+        ? `PostgreSQL says this session does not hold lock ${key}, which pglock believed it held: the ` +
+            "session changed under the lock (a pooler in transaction mode?) or the lock was released " +
+            "behind pglock's back; use a direct connection or session pooling"
+        : `lock ${key} was not held when released: ${why}`,
     );
   }
 }

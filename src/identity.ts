@@ -8,6 +8,7 @@
  * with `?` (https://www.postgresql.org/docs/current/runtime-config-logging.html#GUC-APPLICATION-NAME).
  * The user's name comes first and is shortened first; the host is shortened to 24 characters.
  */
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 
 export type OwnerKind = "locker" | "lock";
@@ -80,4 +81,17 @@ export function ownerLabel(owner: SessionOwner): string {
  */
 export function partyOf(owner: SessionOwner): string {
   return owner.kind === "locker" ? ownerLabel(owner) : `${owner.host}:${owner.processId} locks`;
+}
+
+let leaseLockers = 0;
+
+/**
+ * The prefix of the holder ids of a new lease Locker: `<name> <host>:<process id> leases-<n> <nonce>`.
+ * The random nonce keeps ids unique across restarts: in a container every process may be pid 1 on
+ * the same host name, and a restarted process must not take its predecessor's lease for its own.
+ */
+export function leaseHolderPrefix(application: string): string {
+  leaseLockers++;
+  const nonce = randomBytes(4).toString("hex");
+  return `${printable(application)} ${localHost()}:${process.pid} leases-${leaseLockers} ${nonce}`;
 }

@@ -2,8 +2,10 @@
 // Bun's SQL when the suite runs on Bun) and against the in-memory test double, so that neither a
 // driver nor the double users test with can drift from what production does.
 
+import pg from "pg";
 import {
   ClosedError,
+  createLeaseLocker,
   createLocker,
   createMemoryLocker,
   InvalidArgumentError,
@@ -15,10 +17,11 @@ import {
 } from "pglock";
 import postgres from "postgres";
 import { afterEach, describe, expect, it } from "vitest";
-import { eventually, makeBunSql, makePool, makeSql, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { databaseUrl, eventually, makeBunSql, makePool, makeSql, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { expireLeases, queryFunction } from "./support/leases.js";
 import { runtime } from "./support/run.js";
 
-type AnyLocker = ReturnType<typeof createLocker> | MemoryLocker;
+type AnyLocker = ReturnType<typeof createLocker> | ReturnType<typeof createLeaseLocker> | MemoryLocker;
 
 interface Implementation {
   /** Lockers that contend with each other, as separate processes would. */
@@ -54,9 +57,46 @@ function postgresLockers(connect: () => unknown): () => Implementation {
   };
 }
 
+/** A pool of the test's own, ended with it. */
+function ownPool() {
+  const db = new pg.Pool({ connectionString: databaseUrl(), max: 5 });
+  db.on("error", () => {});
+  return { db, end: () => db.end() };
+}
+
 const postgresPg = postgresLockers(() => makePool());
 // A caller's transform and types must not change what pglock reads.
 const postgresJs = postgresLockers(() => makeSql({ transform: postgres.camel, types: { bigint: postgres.BigInt } }));
+
+/**
+ * Lease Lockers that share one database handle per test (leases keep no session, so sharing changes
+ * nothing), renewing every 100 ms. A loss is the expiry of their leases on the server (what a process
+ * that stalled past its TTL finds). Where leases differ: a waiter in another Locker is granted at its
+ * next poll, not by the server's queue; the cases below hold for both because they bound waits generously.
+ */
+function leaseLockers(open: () => { db: unknown; end(): Promise<void> }): () => Implementation {
+  return () => {
+    const made: [AnyLocker, string][] = [];
+    const admin = makePool({ max: 1 });
+    let handle: ReturnType<typeof open> | undefined;
+    return {
+      make() {
+        const app = uniqueName();
+        handle ??= open();
+        const locker = createLeaseLocker(handle.db, { applicationName: app, ttlMs: 5_000, renewEveryMs: 100 });
+        made.push([locker, app]);
+        return locker;
+      },
+      async lose(locker) {
+        await expireLeases(admin, made.find(([l]) => l === locker)?.[1] as string);
+      },
+      async cleanup() {
+        await Promise.all(made.map(([locker]) => locker.close()));
+        await handle?.end();
+      },
+    };
+  };
+}
 
 function memory(): Implementation {
   const server = new MemoryLockServer();
@@ -81,6 +121,33 @@ const implementations: [string, () => Implementation][] = [
   ["PostgreSQL Locker (postgres.js)", postgresJs],
   ...(runtime === "bun"
     ? [["PostgreSQL Locker (Bun SQL)", postgresLockers(makeBunSql)] as [string, () => Implementation]]
+    : []),
+  ["lease Locker (pg.Pool)", leaseLockers(() => ownPool())],
+  // A bare query function: every statement may land on a different server session.
+  [
+    "lease Locker (query function)",
+    leaseLockers(() => {
+      const { db, end } = ownPool();
+      return { db: queryFunction(db), end };
+    }),
+  ],
+  [
+    "lease Locker (postgres.js)",
+    leaseLockers(() => {
+      const sql = postgres(databaseUrl(), { max: 5, onnotice: () => {}, transform: postgres.camel });
+      return { db: sql, end: () => sql.end() };
+    }),
+  ],
+  ...(runtime === "bun"
+    ? [
+        [
+          "lease Locker (Bun SQL)",
+          leaseLockers(() => {
+            const sql = makeBunSql() as { close(): Promise<void> };
+            return { db: sql, end: async () => {} };
+          }),
+        ] as [string, () => Implementation],
+      ]
     : []),
   ["in-memory Locker", memory],
 ];

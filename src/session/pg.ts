@@ -68,7 +68,7 @@ const guardedPools = new WeakSet<PgPool>();
  * that failed in between. The user's own checkouts from the same pool get the same protection: their
  * client's next query fails instead of the process crashing.
  */
-function guardHandovers(pool: PgPool) {
+export function guardHandovers(pool: PgPool) {
   if (guardedPools.has(pool) || typeof pool.on !== "function") return;
   guardedPools.add(pool);
   pool.on("acquire", (client) => {

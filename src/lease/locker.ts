@@ -1,0 +1,449 @@
+/**
+ * The lease Locker: the Locker's interface on a lease table instead of session locks, for where no
+ * server session stays yours (transaction poolers, serverless functions, HTTP drivers). Each handle
+ * is a lease with a TTL on the server's clock, renewed in the background; each statement is one short
+ * transaction on whatever connection the driver gives (lease/sql.ts).
+ *
+ * The holder is told before anyone else can take the lease: the handle's signal aborts at a deadline
+ * that this process measures on its own monotonic clock, from before the statement that granted or
+ * last renewed the lease was sent, to `expiryMarginMs` before the TTL ends. The server can only have
+ * started the lease's TTL later than that. This assumes that over one TTL this process's clock runs
+ * slower than the server's by less than the margin, timer lateness (a blocked event loop) included.
+ * A lease is never re-acquired behind the holder's back: once lost, it stays lost.
+ */
+import { ClosedError, InvalidArgumentError, LockLostError, LockNotHeldError, LockTimeoutError } from "../errors.js";
+import { leaseHolderPrefix } from "../identity.js";
+import type { LockKey, LockKeyInput } from "../key.js";
+import { acquireAll, type LockGroup, parseAcquire, tryWithLock, withLock } from "../locker/compose.js";
+import { publishAcquired, publishLost, publishReleased, traceAcquire } from "../locker/events.js";
+import type { LockHandle } from "../locker/handle.js";
+import type { AcquireOptions, LockerStats, TryAcquireOptions } from "../locker/locker.js";
+import { LeaderElection } from "../patterns/leader.js";
+import { Semaphore } from "../patterns/semaphore.js";
+import { linkSignals, sharedController, timeoutSignal } from "../signals.js";
+import type { LockMode } from "../sql.js";
+import { checkInteger, checkMs, checkString, optionsObject } from "../validate.js";
+import { type LeaseQuery, leaseQueryFor, sqlState } from "./query.js";
+import { checkLeaseTable, type LeaseStatements, leaseStatements } from "./sql.js";
+import { localWakeups, pause, wake } from "./wakeups.js";
+
+export interface LeaseLockerOptions {
+  /** How long a lease lasts on the server without renewal, in ms (default 30000, at least 100). */
+  ttlMs?: number;
+  /** How often a held lease is renewed, in ms (default a third of `ttlMs`). */
+  renewEveryMs?: number;
+  /**
+   * How long before the TTL ends the holder is told its lease is lost when no renewal succeeded
+   * (default a fifth of `ttlMs`): the room for clock drift and a late timer. See the module comment.
+   */
+  expiryMarginMs?: number;
+  /** The longest pause between two tries of a waiting acquire, in ms (default 1000); pauses start at 5 ms. */
+  maxPollMs?: number;
+  /** The lease table, created on first use with its `<table>_token` sequence (default `pglock_leases`). */
+  table?: string;
+  /** The name that begins every holder id, as in `pglock ls` (default `pglock`). */
+  applicationName?: string;
+}
+
+/** A waiting acquire's first pause; pauses double from there up to maxPollMs, with jitter. */
+const FIRST_POLL_MS = 5;
+/** Expired rows are deleted by a Locker at most this often, after one of its grants. */
+const CLEAN_UP_EVERY_MS = 60_000;
+
+/**
+ * Creates a lease Locker over a `pg.Pool`, a postgres.js `sql`, a Bun `SQL` or a query function.
+ *
+ * @example
+ * const locker = createLeaseLocker(pool, { ttlMs: 15_000 });
+ * await locker.withLock("nightly-report", async (signal) => buildReport({ signal }), { timeout: 5000 });
+ */
+export function createLeaseLocker(db: unknown, options: LeaseLockerOptions = {}): LeaseLocker {
+  return new LeaseLocker(db, options);
+}
+
+export class LeaseLocker {
+  /** The settings in force, after defaults. */
+  readonly ttlMs: number;
+  readonly renewEveryMs: number;
+  readonly expiryMarginMs: number;
+  readonly #maxPollMs: number;
+  readonly #query: LeaseQuery;
+  readonly #sql: LeaseStatements;
+  readonly #table: string;
+  readonly #holderPrefix: string;
+  readonly #closing = sharedController();
+  readonly #pending = new Set<Promise<unknown>>();
+  readonly #held = new Set<LeaseHandle>();
+  #holders = 0;
+  #waiting = 0;
+  #created: Promise<void> | undefined;
+  #lastCleanUp = Number.NEGATIVE_INFINITY;
+  #closed: Promise<void> | undefined;
+
+  /** @internal use {@link createLeaseLocker} */
+  constructor(db: unknown, options: LeaseLockerOptions = {}) {
+    const where = "createLeaseLocker";
+    optionsObject(options, where);
+    this.ttlMs = checkInteger(options.ttlMs, where, "options.ttlMs", 100) ?? 30_000;
+    this.renewEveryMs = checkMs(options.renewEveryMs, where, "renewEveryMs") ?? Math.floor(this.ttlMs / 3);
+    this.expiryMarginMs = checkMs(options.expiryMarginMs, where, "expiryMarginMs") ?? Math.floor(this.ttlMs / 5);
+    this.#maxPollMs = checkMs(options.maxPollMs, where, "maxPollMs") ?? 1000;
+    if (this.renewEveryMs < 1 || this.renewEveryMs >= this.ttlMs - this.expiryMarginMs) {
+      throw new InvalidArgumentError(
+        `${where}: options.renewEveryMs must be at least 1 and less than ttlMs - expiryMarginMs ` +
+          `(${this.ttlMs} - ${this.expiryMarginMs}), so that a renewal can land before the holder's deadline, got ${this.renewEveryMs}`,
+      );
+    }
+    this.#table = options.table === undefined ? "pglock_leases" : checkLeaseTable(options.table, where, "table");
+    this.#sql = leaseStatements(this.#table);
+    this.#holderPrefix = leaseHolderPrefix(checkString(options.applicationName, where, "applicationName") ?? "pglock");
+    this.#query = leaseQueryFor(db, where);
+  }
+
+  /** Waits until the lease is granted; rejects with `LockTimeoutError` after `timeout` ms, or `signal.reason`. */
+  acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LockHandle> {
+    return this.#track(async () => {
+      const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
+      const handle = await traceAcquire(
+        () => ({ key: args.key, shared: args.mode === "shared", wait: true }),
+        async () => {
+          const timeout = args.timeout;
+          const timer =
+            timeout === undefined
+              ? undefined
+              : timeoutSignal(timeout, () => new LockTimeoutError(args.key.toString(), timeout));
+          const linked = linkSignals(args.signal, timer?.signal, this.#closing.signal);
+          try {
+            const granted = await this.#request(args.key, args.mode, timeout !== 0, linked.signal);
+            if (!granted) throw new LockTimeoutError(args.key.toString(), 0);
+            return granted;
+          } finally {
+            linked.dispose();
+            timer?.dispose();
+          }
+        },
+      );
+      return handle as LeaseHandle;
+    });
+  }
+
+  /** Takes the lease if nobody holds it now; null otherwise. */
+  tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LockHandle | null> {
+    return this.#track(async () => {
+      const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
+      const handle = await traceAcquire(
+        () => ({ key: args.key, shared: args.mode === "shared", wait: false }),
+        async () => {
+          const linked = linkSignals(args.signal, this.#closing.signal);
+          try {
+            return await this.#request(args.key, args.mode, false, linked.signal);
+          } finally {
+            linked.dispose();
+          }
+        },
+      );
+      return handle ?? null;
+    });
+  }
+
+  /** Runs `fn` holding the lease and releases it in every path; as the Locker's withLock. */
+  async withLock<T>(
+    key: LockKeyInput,
+    fn: (signal: AbortSignal) => Promise<T> | T,
+    options: AcquireOptions = {},
+  ): Promise<T> {
+    return withLock(this, key, fn, options);
+  }
+
+  /** Runs `fn` only if the lease is free now; as the Locker's tryWithLock. */
+  async tryWithLock<T>(
+    key: LockKeyInput,
+    fn: (signal: AbortSignal) => Promise<T> | T,
+    options: TryAcquireOptions = {},
+  ): Promise<{ acquired: false } | { acquired: true; value: T }> {
+    return tryWithLock(this, key, fn, options);
+  }
+
+  /** Takes every key or none, in one canonical order, within one `timeout`; as the Locker's acquireAll. */
+  acquireAll(keys: readonly LockKeyInput[], options: AcquireOptions = {}): Promise<LockGroup> {
+    return acquireAll(keys, options, (key, opts) => this.acquire(key, opts));
+  }
+
+  /** A semaphore of `permits` leases named `name` (the slot keys of the session Locker's semaphore). */
+  semaphore(name: string, permits: number): Semaphore {
+    return new Semaphore(this, localWakeups(this.#table), name, permits);
+  }
+
+  /** A leader election on `name`: the holder of the lease leads. A dead leader's lease expires after `ttlMs`. */
+  leaderElection(name: LockKeyInput): LeaderElection {
+    return new LeaderElection(this, name);
+  }
+
+  stats(): LockerStats {
+    return { sessions: 0, held: this.#held.size, waiting: this.#waiting };
+  }
+
+  /** Rejects pending acquires with `ClosedError`, releases every lease. Idempotent. */
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close() {
+    this.#closing.abort(new ClosedError("the Locker"));
+    await Promise.allSettled(this.#pending);
+    const lost = new LockLostError("the Locker was closed while the lock was held");
+    const held = [...this.#held];
+    for (const handle of held) handle.lose(lost);
+    await Promise.allSettled(held.map((handle) => this.#releaseOnServer(handle)));
+  }
+
+  #track<T>(run: () => Promise<T>): Promise<T> {
+    const promise = run();
+    const settled: Promise<unknown> = promise.then(
+      () => this.#pending.delete(settled),
+      () => this.#pending.delete(settled),
+    );
+    this.#pending.add(settled);
+    return promise;
+  }
+
+  /** Tries, and while `wait`, tries again after pauses that double up to maxPollMs (or a local release). */
+  async #request(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<LeaseHandle | undefined> {
+    const holder = `${this.#holderPrefix}-${++this.#holders}`;
+    const startedAt = performance.now();
+    this.#waiting++;
+    try {
+      for (let delay = FIRST_POLL_MS; ; delay = Math.min(delay * 2, this.#maxPollMs)) {
+        signal.throwIfAborted();
+        const sentAt = performance.now();
+        let token: bigint | undefined;
+        try {
+          token = await this.#grant(key, holder, mode);
+        } catch (error) {
+          // The grant may have committed and its answer been lost: take the entry back (best effort),
+          // or it would block others for a whole TTL.
+          this.#forget(key, holder);
+          throw error;
+        }
+        if (token !== undefined) {
+          const handle = new LeaseHandle(this, key, holder, mode === "shared", token, sentAt);
+          // Granted after the caller gave up (a timeout, an abort, close()): never handed out.
+          if (signal.aborted) {
+            await this.#releaseOnServer(handle).catch(() => {});
+            throw signal.reason;
+          }
+          this.#held.add(handle);
+          publishAcquired(() => ({ key, shared: handle.shared, waitMs: performance.now() - startedAt }));
+          this.#cleanUpNowAndThen();
+          return handle;
+        }
+        if (!wait) return undefined;
+        // Full jitter in [delay/2, delay): waiters that started together do not poll together.
+        await pause(this.#table, key, delay / 2 + (Math.random() * delay) / 2, signal);
+      }
+    } finally {
+      this.#waiting--;
+    }
+  }
+
+  async #grant(key: LockKey, holder: string, mode: LockMode): Promise<bigint | undefined> {
+    const rows = await this.#run(this.#sql.acquire, [key.identity, holder, mode === "shared", this.ttlMs]);
+    const token = rows[0]?.token;
+    return token === undefined ? undefined : BigInt(token as string);
+  }
+
+  /** @internal renews `handle`'s lease: true when renewed, false when the server no longer has it alive. */
+  async renewOnServer(handle: LeaseHandle): Promise<boolean> {
+    const rows = await this.#run(this.#sql.renew, [handle.key.identity, handle.holder, this.ttlMs]);
+    return rows.length > 0;
+  }
+
+  /** @internal */
+  async release(handle: LeaseHandle): Promise<void> {
+    this.#held.delete(handle);
+    publishReleased(() => ({ key: handle.key, shared: handle.shared, heldMs: performance.now() - handle.grantedAt }));
+    if (!(await this.#releaseOnServer(handle))) {
+      throw new LockNotHeldError(
+        handle.key.toString(),
+        "the lease table has no lease of this holder: it expired and was taken or cleaned up, or a failover lost it",
+      );
+    }
+  }
+
+  /** @internal a handle that lost its lease leaves the Locker; its entry is taken back if still there. */
+  lost(handle: LeaseHandle, error: LockLostError) {
+    if (!this.#held.delete(handle)) return;
+    publishLost(() => ({ key: handle.key, shared: handle.shared, error }));
+    this.#forget(handle.key, handle.holder);
+  }
+
+  async #releaseOnServer(handle: LeaseHandle): Promise<boolean> {
+    try {
+      const rows = await this.#run(this.#sql.release, [handle.key.identity, handle.holder]);
+      return Number(rows[0]?.released) > 0;
+    } finally {
+      wake(this.#table, handle.key);
+    }
+  }
+
+  #forget(key: LockKey, holder: string) {
+    this.#track(() => this.#run(this.#sql.release, [key.identity, holder])).then(
+      () => wake(this.#table, key),
+      () => {},
+    );
+  }
+
+  /** Deletes rows whose holders all expired, at most once a minute per Locker, never waiting for it. */
+  #cleanUpNowAndThen() {
+    const now = performance.now();
+    if (now - this.#lastCleanUp < CLEAN_UP_EVERY_MS) return;
+    this.#lastCleanUp = now;
+    this.#track(() => this.#run(this.#sql.cleanUp, [])).catch(() => {});
+  }
+
+  /** Runs a statement; the first time the table is missing, creates it (and its sequence) and runs it again. */
+  async #run(text: string, params: unknown[]) {
+    try {
+      return await this.#query(text, params);
+    } catch (error) {
+      if (sqlState((error as Error).cause) !== "42P01") throw error;
+      await this.#create();
+      return await this.#query(text, params);
+    }
+  }
+
+  #create(): Promise<void> {
+    this.#created ??= (async () => {
+      for (const statement of this.#sql.create) {
+        try {
+          await this.#query(statement, []);
+        } catch (error) {
+          // Created by another process at the same moment: it exists, which is what was wanted.
+          const state = sqlState((error as Error).cause);
+          if (state !== "23505" && state !== "42P07") throw error;
+        }
+      }
+    })().catch((error: unknown) => {
+      this.#created = undefined;
+      throw error;
+    });
+    return this.#created;
+  }
+}
+
+/** A held lease. Its `signal` aborts with `LockLostError` when the lease can no longer be trusted. */
+class LeaseHandle implements LockHandle {
+  readonly key: LockKey;
+  readonly shared: boolean;
+  /** Always present on a lease: strictly increasing per key, drawn in the granting statement. */
+  readonly fencingToken: bigint;
+  readonly grantedAt = performance.now();
+  /** @internal the holder id in the lease table. */
+  readonly holder: string;
+  readonly #locker: LeaseLocker;
+  readonly #lost = new AbortController();
+  /** performance.now() by which the lease must have been renewed, or the holder is told it is lost. */
+  #deadline: number;
+  #renewTimer: ReturnType<typeof setTimeout> | undefined;
+  #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastError: unknown;
+  #released: Promise<void> | undefined;
+
+  constructor(locker: LeaseLocker, key: LockKey, holder: string, shared: boolean, token: bigint, sentAt: number) {
+    this.#locker = locker;
+    this.key = key;
+    this.holder = holder;
+    this.shared = shared;
+    this.fencingToken = token;
+    this.#deadline = sentAt + locker.ttlMs - locker.expiryMarginMs;
+    this.#scheduleRenewal(sentAt + locker.renewEveryMs);
+    this.#armDeadline();
+  }
+
+  get signal(): AbortSignal {
+    // A timer can fire late (a blocked event loop); whoever looks at the signal after the deadline
+    // sees the truth anyway.
+    if (!this.#lost.signal.aborted && this.#released === undefined && performance.now() >= this.#deadline) {
+      this.#expire();
+    }
+    return this.#lost.signal;
+  }
+
+  release(): Promise<void> {
+    if (this.#released === undefined) {
+      this.#stop();
+      this.#released = this.signal.aborted ? Promise.resolve() : this.#locker.release(this);
+    }
+    return this.#released;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+
+  /** @internal */
+  lose(error: LockLostError) {
+    if (this.#lost.signal.aborted) return;
+    this.#stop();
+    this.#released ??= Promise.resolve();
+    this.#lost.abort(error);
+    this.#locker.lost(this, error);
+  }
+
+  #stop() {
+    clearTimeout(this.#renewTimer);
+    clearTimeout(this.#deadlineTimer);
+  }
+
+  #scheduleRenewal(at: number) {
+    this.#renewTimer = setTimeout(() => this.#renew(), Math.max(0, at - performance.now()));
+    // A lease never keeps the process alive: if it exits, the lease expires after its TTL.
+    this.#renewTimer.unref?.();
+  }
+
+  #armDeadline() {
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = setTimeout(() => this.#expire(), Math.max(0, this.#deadline - performance.now()));
+    this.#deadlineTimer.unref?.();
+  }
+
+  #renew() {
+    const sentAt = performance.now();
+    this.#locker.renewOnServer(this).then(
+      (renewed) => {
+        if (this.#released !== undefined) return;
+        if (!renewed) {
+          this.lose(
+            new LockLostError(
+              `the lease on ${this.key} was no longer held when renewed: it expired and may be someone else's`,
+            ),
+          );
+          return;
+        }
+        this.#deadline = Math.max(this.#deadline, sentAt + this.#locker.ttlMs - this.#locker.expiryMarginMs);
+        this.#armDeadline();
+        this.#scheduleRenewal(sentAt + this.#locker.renewEveryMs);
+      },
+      (error: unknown) => {
+        if (this.#released !== undefined) return;
+        // Try again soon; the deadline, not this failure, decides when the holder is told.
+        this.#lastError = error;
+        this.#scheduleRenewal(performance.now() + Math.min(1000, this.#locker.renewEveryMs / 2));
+      },
+    );
+  }
+
+  #expire() {
+    this.lose(
+      new LockLostError(
+        `the lease on ${this.key} could not be renewed in time: it must be treated as expired`,
+        this.#lastError === undefined ? undefined : { cause: this.#lastError },
+      ),
+    );
+  }
+}

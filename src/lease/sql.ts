@@ -1,0 +1,114 @@
+/**
+ * The lease table and the four statements on it. Every statement is one short transaction of its own
+ * (no session state, no prepared statement, no advisory lock), so any pooler or HTTP driver can run
+ * it. Expiry is judged by the server's clock only (`now()` of the statement's transaction).
+ *
+ * One row per key that someone holds or held recently:
+ *
+ *   CREATE SEQUENCE IF NOT EXISTS pglock_leases_token;
+ *   CREATE TABLE IF NOT EXISTS pglock_leases (
+ *     lock_key text PRIMARY KEY,      -- "123" for an int64 key, "1,2" for a pair (LockKey.identity)
+ *     shared boolean NOT NULL,        -- the mode of the holders
+ *     holders jsonb NOT NULL,         -- {"<holder id>": <expiry, ms since the epoch, server clock>}
+ *     expires_at timestamptz NOT NULL,-- the latest expiry among the holders: for the clean-up
+ *     token bigint NOT NULL           -- the fencing token of the latest grant
+ *   );
+ *
+ * Why one row per key: `INSERT ... ON CONFLICT DO UPDATE ... WHERE` locks the key's row and judges
+ * the newest committed version of it, so a grant is atomic in one statement, under READ COMMITTED,
+ * with no lock held across statements. https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
+ */
+import { checkTableName } from "../validate.js";
+
+/**
+ * A token is (timeline << 48) + a value of the table's sequence. The sequence increases on every
+ * grant, so tokens increase per key (and across keys). After a failover the promoted standby is on
+ * a higher timeline, so its tokens exceed every token of the old primary, even those whose commits
+ * never reached it, exactly as the session Locker's tokens do (locker/fencing.ts). 2^48 grants per
+ * timeline; timelines up to 2^15 - 1. The timeline is the first 8 hex digits of the WAL file name.
+ * https://www.postgresql.org/docs/current/continuous-archiving.html#BACKUP-TIMELINES
+ */
+export const LEASE_TIMELINE_SHIFT = 48;
+
+/** The SQL that creates the lease table and its token sequence, for those who create them by migration. */
+export function leaseTableSql(table = "pglock_leases"): string {
+  return createStatements(checkLeaseTable(table, "leaseTableSql", "table")).join(";\n");
+}
+
+/** The table name, checked: the sequence's name adds `_token` to it, and stays within 63 bytes. */
+export function checkLeaseTable(table: unknown, where: string, name: string): string {
+  const checked = checkTableName(table, where, name) as string;
+  checkTableName(`${checked}_token`, where, name);
+  return checked;
+}
+
+export function createStatements(table: string): string[] {
+  return [
+    `CREATE SEQUENCE IF NOT EXISTS ${table}_token`,
+    `CREATE TABLE IF NOT EXISTS ${table} (lock_key text PRIMARY KEY, shared boolean NOT NULL, ` +
+      "holders jsonb NOT NULL, expires_at timestamptz NOT NULL, token bigint NOT NULL)",
+  ];
+}
+
+/** The server's time in ms since the epoch, as the holders' expiries are written. */
+const NOW_MS = "(extract(epoch FROM now()) * 1000)::int8";
+/** Whether the holder entry `h` (from jsonb_each) is alive on the server's clock. */
+const ALIVE = `(h.value #>> '{}')::int8 > ${NOW_MS}`;
+
+export interface LeaseStatements {
+  /** $1 key, $2 holder, $3 shared, $4 ttl ms: one row (token) when granted, none when refused. */
+  readonly acquire: string;
+  /** $1 key, $2 holder, $3 ttl ms: one row when renewed; none when the holder's lease is gone or expired. */
+  readonly renew: string;
+  /** $1 key, $2 holder: `released` is 1 when the holder had an entry (alive or not), else 0. */
+  readonly release: string;
+  /** Deletes up to 100 rows whose every holder expired; `deleted` says how many. */
+  readonly cleanUp: string;
+  readonly create: readonly string[];
+}
+
+export function leaseStatements(table: string): LeaseStatements {
+  const token =
+    "((('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int8) " +
+    `<< ${LEASE_TIMELINE_SHIFT}) + pg_catalog.nextval('${table}_token')`;
+  // Conflicting holders: alive, not the requester itself (a retried grant of the same holder id is
+  // the same lease), and not both shared.
+  const conflicts = (row: string, shared: string) =>
+    `SELECT 1 FROM pg_catalog.jsonb_each(${row}.holders) AS h WHERE h.key <> $2::text AND ${ALIVE} AND NOT (${row}.shared AND ${shared})`;
+  return {
+    acquire:
+      `INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
+      `SELECT $1::text, $3::bool, pg_catalog.jsonb_build_object($2::text, ${NOW_MS} + $4::int8), ` +
+      `now() + $4::int8 * interval '1 millisecond', ${token} ` +
+      // Refused at once when this statement's snapshot already shows a conflict: no sequence value is
+      // spent on a poll. The ON CONFLICT condition below is what decides, on the newest row version.
+      `WHERE NOT EXISTS (SELECT 1 FROM ${table} AS c WHERE c.lock_key = $1::text AND EXISTS (${conflicts("c", "$3::bool")})) ` +
+      "ON CONFLICT (lock_key) DO UPDATE SET shared = EXCLUDED.shared, " +
+      // The new holder joins the live holders; expired entries are dropped on the way.
+      `holders = (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, h.value), '{}'::jsonb) FROM pg_catalog.jsonb_each(l.holders) AS h ` +
+      `WHERE h.key <> $2::text AND ${ALIVE}) || EXCLUDED.holders, ` +
+      `expires_at = GREATEST(l.expires_at, EXCLUDED.expires_at), token = ${token} ` +
+      `WHERE NOT EXISTS (${conflicts("l", "EXCLUDED.shared")}) ` +
+      "RETURNING l.token::text AS token",
+    renew:
+      `UPDATE ${table} AS l SET holders = pg_catalog.jsonb_set(l.holders, ARRAY[$2::text], pg_catalog.to_jsonb(${NOW_MS} + $3::int8)), ` +
+      "expires_at = GREATEST(l.expires_at, now() + $3::int8 * interval '1 millisecond') " +
+      // Only a live entry of this holder is renewed: never one that expired (someone may hold the key
+      // since), and never re-inserted (openbao/openbao#2100 is that bug).
+      `WHERE l.lock_key = $1::text AND (l.holders ->> $2::text)::int8 > ${NOW_MS} ` +
+      "RETURNING 1 AS renewed",
+    release:
+      // The last live holder deletes the row; any other removes its entry. The UPDATE runs only when
+      // the DELETE did not (it reads the DELETE's result), so the row is never changed twice.
+      `WITH d AS (DELETE FROM ${table} AS l WHERE l.lock_key = $1::text AND l.holders ? $2::text ` +
+      `AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_each(l.holders) AS h WHERE h.key <> $2::text AND ${ALIVE}) RETURNING 1), ` +
+      `u AS (UPDATE ${table} AS l SET holders = l.holders - $2::text WHERE l.lock_key = $1::text AND l.holders ? $2::text ` +
+      "AND NOT EXISTS (SELECT 1 FROM d) RETURNING 1) " +
+      "SELECT ((SELECT count(*) FROM d) + (SELECT count(*) FROM u))::int4 AS released",
+    cleanUp:
+      // SKIP LOCKED: clean-ups of several processes never wait for each other or for a grant.
+      `WITH d AS (DELETE FROM ${table} AS l WHERE l.lock_key IN (SELECT lock_key FROM ${table} WHERE expires_at < now() ` +
+      "LIMIT 100 FOR UPDATE SKIP LOCKED) AND l.expires_at < now() RETURNING 1) SELECT count(*)::int4 AS deleted FROM d",
+    create: createStatements(table),
+  };
+}
