@@ -1,0 +1,230 @@
+// What only leases have: a TTL on the server's clock, renewal, the holder's deadline, the table.
+// The behaviour leases share with session locks is in contract.test.ts.
+import {
+  ClosedError,
+  ConnectionError,
+  createLeaseLocker,
+  InvalidArgumentError,
+  type LeaseLocker,
+  type LeaseLockerOptions,
+  LockLostError,
+  LockNotHeldError,
+  leaseTableSql,
+} from "pglock";
+import { afterEach, describe, expect, it } from "vitest";
+import { eventually, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { expireLeases, queryFunction } from "./support/leases.js";
+
+const pool = makePool({ max: 10 });
+const lockers: LeaseLocker[] = [];
+afterEach(async () => {
+  await Promise.all(lockers.splice(0).map((locker) => locker.close()));
+});
+
+function lease(options: LeaseLockerOptions = {}, db: unknown = pool): LeaseLocker {
+  const locker = createLeaseLocker(db, options);
+  lockers.push(locker);
+  return locker;
+}
+
+/** The server's view of a holder's entry: ms until it expires on the server's clock (negative: expired). */
+async function serverMsLeft(key: bigint, holderPrefix: string, table = "pglock_leases"): Promise<number | undefined> {
+  const { rows } = await pool.query(
+    `SELECT (h.value #>> '{}')::int8 - (extract(epoch FROM now()) * 1000)::int8 AS left
+       FROM ${table}, jsonb_each(holders) AS h WHERE lock_key = $1 AND h.key LIKE $2`,
+    [String(key), `${holderPrefix} %`],
+  );
+  return rows[0] === undefined ? undefined : Number(rows[0].left);
+}
+
+/** A query function over the pool that fails, as a cut network would, while `broken.on`. */
+function breakable() {
+  const broken = { on: false };
+  const run = queryFunction(pool);
+  const query = (text: string, params: unknown[]) =>
+    broken.on ? Promise.reject(new Error("connect ECONNREFUSED (simulated)")) : run(text, params);
+  return { query, broken };
+}
+
+describe("lease Locker", () => {
+  it("renewal keeps a lease held for many TTLs; nobody else gets it meanwhile", async () => {
+    const a = lease({ ttlMs: 300, renewEveryMs: 50 });
+    const b = lease({ ttlMs: 300, renewEveryMs: 50 });
+    const key = uniqueKey();
+    const held = await a.acquire(key);
+    for (let i = 0; i < 6; i++) {
+      await sleep(200);
+      expect(await b.tryAcquire(key)).toBeNull();
+    }
+    expect(held.signal.aborted).toBe(false);
+    await held.release();
+    await (await b.acquire(key, { timeout: 5_000 })).release();
+  });
+
+  it("the holder is told before the server lets anyone else take the lease", async () => {
+    const app = uniqueName();
+    const { query, broken } = breakable();
+    const a = lease({ applicationName: app, ttlMs: 1_500, renewEveryMs: 100, expiryMarginMs: 300 }, query);
+    const key = uniqueKey();
+    const held = await a.acquire(key);
+    broken.on = true; // renewals fail from now on
+    let leftWhenTold: number | undefined;
+    held.signal.addEventListener("abort", () => {
+      // Measured on the server, at the moment the holder learns of it.
+      void serverMsLeft(key, app).then((left) => {
+        leftWhenTold = left;
+      });
+    });
+    await eventually(() => leftWhenTold !== undefined, 5_000);
+    expect(held.signal.reason).toBeInstanceOf(LockLostError);
+    expect((held.signal.reason as Error).cause).toBeInstanceOf(ConnectionError);
+    expect(leftWhenTold).toBeGreaterThan(0);
+    // Once it expires on the server, another holder may take it.
+    const b = lease();
+    await (await b.acquire(key, { timeout: 5_000 })).release();
+    broken.on = false;
+    await held.release(); // lost already: resolves
+    expect(a.stats()).toMatchObject({ held: 0, waiting: 0 });
+  });
+
+  it("a renewal never takes back a lease that expired and was granted to another holder", async () => {
+    const app = uniqueName();
+    const a = lease({ applicationName: app, ttlMs: 60_000, renewEveryMs: 100 });
+    const b = lease({ applicationName: uniqueName(), ttlMs: 60_000 });
+    const key = uniqueKey();
+    const first = await a.acquire(key);
+    // a stalls past its TTL (played on the server), and b is granted the key.
+    await expireLeases(pool, app);
+    const second = await b.acquire(key, { timeout: 5_000 });
+    await eventually(() => first.signal.aborted);
+    expect(first.signal.reason).toBeInstanceOf(LockLostError);
+    expect(String(first.signal.reason)).toMatch(/no longer held when renewed/);
+    // b still holds it, alone, and a did not re-acquire it behind anyone's back.
+    expect(await a.tryAcquire(key)).toBeNull();
+    expect(await serverMsLeft(key, app)).toBeUndefined();
+    expect(second.signal.aborted).toBe(false);
+    expect(second.fencingToken > first.fencingToken).toBe(true);
+    await second.release();
+  });
+
+  it("fencing tokens come with every grant, increase per key, and carry the timeline above bit 48", async () => {
+    const a = lease();
+    const key = uniqueKey();
+    const tokens: bigint[] = [];
+    for (let i = 0; i < 5; i++) {
+      const handle = await a.acquire(key);
+      tokens.push(handle.fencingToken as bigint);
+      await handle.release();
+    }
+    for (let i = 1; i < tokens.length; i++) expect((tokens[i] as bigint) > (tokens[i - 1] as bigint)).toBe(true);
+    const { rows } = await pool.query("SELECT timeline_id FROM pg_control_checkpoint()");
+    expect((tokens[0] as bigint) >> 48n).toBe(BigInt(rows[0].timeline_id));
+  });
+
+  it("holders in several Lockers on separate pools never overlap, and no increment is lost", async () => {
+    const key = uniqueKey();
+    const pools = Array.from({ length: 4 }, () => makePool({ max: 3 }));
+    const contenders = pools.map((p) => lease({ ttlMs: 10_000, maxPollMs: 20 }, p));
+    let inside = 0;
+    let overlaps = 0;
+    let counter = 0;
+    const tokens: bigint[] = [];
+    await Promise.all(
+      contenders.map(async (locker) => {
+        for (let i = 0; i < 15; i++) {
+          const handle = await locker.acquire(key, { timeout: 30_000 });
+          try {
+            inside++;
+            if (inside > 1) overlaps++;
+            tokens.push(handle.fencingToken as bigint);
+            const read = counter;
+            await sleep(1);
+            counter = read + 1;
+            inside--;
+          } finally {
+            await handle.release();
+          }
+        }
+      }),
+    );
+    expect(overlaps).toBe(0);
+    expect(counter).toBe(60);
+    // Pushed inside the critical section, so in the order of grants: each above the one before.
+    for (let i = 1; i < tokens.length; i++) expect((tokens[i] as bigint) > (tokens[i - 1] as bigint)).toBe(true);
+  });
+
+  it("creates its table on first use, or takes one made from leaseTableSql()", async () => {
+    const table = `lease_${uniqueName("t").replace(/-/g, "_")}`;
+    const fresh = lease({ table });
+    await (await fresh.acquire(1)).release();
+    const migrated = `lease_${uniqueName("m").replace(/-/g, "_")}`;
+    for (const statement of leaseTableSql(migrated).split(";\n")) await pool.query(statement);
+    const { rows } = await pool.query("SELECT to_regclass($1) AS t, to_regclass($2) AS s", [
+      migrated,
+      `${migrated}_token`,
+    ]);
+    expect(rows[0]).toEqual({ t: migrated, s: `${migrated}_token` });
+    await (await lease({ table: migrated }).acquire(1)).release();
+    await pool.query(`DROP TABLE ${table}, ${migrated}; DROP SEQUENCE ${table}_token, ${migrated}_token`);
+  });
+
+  it("rows whose holders all expired are deleted by a later Locker's grant, with no job to run", async () => {
+    const table = `lease_${uniqueName("c").replace(/-/g, "_")}`;
+    const app = uniqueName();
+    const a = lease({ table, applicationName: app, ttlMs: 60_000 });
+    const stale = await Promise.all([uniqueKey(), uniqueKey(), uniqueKey()].map((key) => a.acquire(key)));
+    await expireLeases(pool, app, table);
+    await pool.query(`UPDATE ${table} SET expires_at = now() - interval '1 second'`);
+    await (await lease({ table }).acquire(uniqueKey())).release(); // a new Locker cleans up after its first grant
+    await eventually(async () => (await pool.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n === 0);
+    await Promise.all(stale.map((handle) => handle.release().catch(() => {})));
+    await pool.query(`DROP TABLE ${table}; DROP SEQUENCE ${table}_token`);
+  });
+
+  it("release says so when the table no longer has the lease", async () => {
+    const a = lease({ ttlMs: 60_000 });
+    const key = uniqueKey();
+    const held = await a.acquire(key);
+    await pool.query("DELETE FROM pglock_leases WHERE lock_key = $1", [String(key)]);
+    await expect(held.release()).rejects.toBeInstanceOf(LockNotHeldError);
+  });
+
+  it("a query function may resolve { rows }; anything else is a typed error", async () => {
+    const withRows = lease({}, (text: string, params: unknown[]) => pool.query(text, params));
+    await (await withRows.acquire(uniqueKey())).release();
+    const wrong = lease({}, async () => 42);
+    await expect(wrong.acquire(uniqueKey())).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it("close() gives back every lease and rejects waiters with ClosedError", async () => {
+    const app = uniqueName();
+    const a = lease({ applicationName: app });
+    const b = lease();
+    const key = uniqueKey();
+    const mine = await a.acquire(uniqueKey());
+    const theirs = await b.acquire(key);
+    const waiting = a.acquire(key).catch((error: unknown) => error);
+    await eventually(() => a.stats().waiting === 1);
+    await a.close();
+    expect(await waiting).toBeInstanceOf(ClosedError);
+    expect(mine.signal.reason).toBeInstanceOf(LockLostError);
+    const { rows } = await pool.query(
+      "SELECT count(*)::int AS n FROM pglock_leases, jsonb_object_keys(holders) AS k WHERE k LIKE $1",
+      [`${app} %`],
+    );
+    expect(rows[0].n).toBe(0);
+    await theirs.release();
+  });
+
+  it("bad options are typed errors that name the value and the rule", () => {
+    expect(() => createLeaseLocker(pool, { ttlMs: 50 })).toThrow(/ttlMs must be an integer >= 100, got 50/);
+    expect(() => createLeaseLocker(pool, { ttlMs: 1_000, renewEveryMs: 900 })).toThrow(
+      /renewEveryMs must be at least 1 and less than ttlMs - expiryMarginMs \(1000 - 200\).*got 900/,
+    );
+    expect(() => createLeaseLocker(pool, { table: "Leases; DROP" })).toThrow(InvalidArgumentError);
+    expect(() => createLeaseLocker({ query: 1 })).toThrow(
+      /expected a pg.Pool, a postgres.js sql, a Bun SQL or a query function/,
+    );
+    expect(() => createLeaseLocker(pool, { maxPollMs: -1 })).toThrow(InvalidArgumentError);
+  });
+});
