@@ -15,7 +15,7 @@ export {
 } from "./errors.js";
 export type { OwnerKind, SessionOwner } from "./identity.js";
 export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";
-export { createLeaseLocker, LeaseLocker, type LeaseLockerOptions } from "./lease/locker.js";
+export { createLeaseLocker, type LeaseHandle, LeaseLocker, type LeaseLockerOptions } from "./lease/locker.js";
 export type { QueryFunction } from "./lease/query.js";
 export { leaseTableSql } from "./lease/sql.js";
 export type { LivenessOptions } from "./liveness.js";

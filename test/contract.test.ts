@@ -1,35 +1,16 @@
-// One set of behavioural cases, run against the real Locker on each driver (pg, postgres.js, and
-// Bun's SQL when the suite runs on Bun) and against the in-memory test double, so that neither a
-// driver nor the double users test with can drift from what production does.
+// The contract (test/support/contract.ts) against the session Locker on each driver (pg, postgres.js,
+// and Bun's SQL when the suite runs on Bun), the lease Locker on each driver and a bare query
+// function, and the in-memory test double. PgBouncer's transaction pooling runs the lease Locker's
+// share in test/pgbouncer/.
 
 import pg from "pg";
-import {
-  ClosedError,
-  createLeaseLocker,
-  createLocker,
-  createMemoryLocker,
-  InvalidArgumentError,
-  InvalidLockKeyError,
-  LockLostError,
-  LockTimeoutError,
-  type MemoryLocker,
-  MemoryLockServer,
-} from "pglock";
+import { createLocker, createMemoryLocker, type MemoryLocker, MemoryLockServer } from "pglock";
 import postgres from "postgres";
-import { afterEach, describe, expect, it } from "vitest";
-import { databaseUrl, eventually, makeBunSql, makePool, makeSql, sleep, uniqueKey, uniqueName } from "./support/db.js";
-import { expireLeases, queryFunction } from "./support/leases.js";
+import { describe } from "vitest";
+import { type AnyLocker, contractCases, type Implementation, leaseLockers } from "./support/contract.js";
+import { databaseUrl, makeBunSql, makePool, makeSql, uniqueName } from "./support/db.js";
+import { queryFunction } from "./support/leases.js";
 import { runtime } from "./support/run.js";
-
-type AnyLocker = ReturnType<typeof createLocker> | ReturnType<typeof createLeaseLocker> | MemoryLocker;
-
-interface Implementation {
-  /** Lockers that contend with each other, as separate processes would. */
-  make(): AnyLocker;
-  /** Ends the session(s) behind `locker`'s locks. */
-  lose(locker: AnyLocker): Promise<void>;
-  cleanup(): Promise<void>;
-}
 
 /** Real Lockers on `connect()`'s handles; a loss is pg_terminate_backend of their sessions. */
 function postgresLockers(connect: () => unknown): () => Implementation {
@@ -57,6 +38,13 @@ function postgresLockers(connect: () => unknown): () => Implementation {
   };
 }
 
+/** One small pool for the lease implementations' losses, ended after the file. */
+let adminPool: pg.Pool | undefined;
+const admin = () => {
+  adminPool ??= makePool({ max: 2 });
+  return adminPool;
+};
+
 /** A pool of the test's own, ended with it. */
 function ownPool() {
   const db = new pg.Pool({ connectionString: databaseUrl(), max: 5 });
@@ -67,36 +55,6 @@ function ownPool() {
 const postgresPg = postgresLockers(() => makePool());
 // A caller's transform and types must not change what pglock reads.
 const postgresJs = postgresLockers(() => makeSql({ transform: postgres.camel, types: { bigint: postgres.BigInt } }));
-
-/**
- * Lease Lockers that share one database handle per test (leases keep no session, so sharing changes
- * nothing), renewing every 100 ms. A loss is the expiry of their leases on the server (what a process
- * that stalled past its TTL finds). Where leases differ: a waiter in another Locker is granted at its
- * next poll, not by the server's queue; the cases below hold for both because they bound waits generously.
- */
-function leaseLockers(open: () => { db: unknown; end(): Promise<void> }): () => Implementation {
-  return () => {
-    const made: [AnyLocker, string][] = [];
-    const admin = makePool({ max: 1 });
-    let handle: ReturnType<typeof open> | undefined;
-    return {
-      make() {
-        const app = uniqueName();
-        handle ??= open();
-        const locker = createLeaseLocker(handle.db, { applicationName: app, ttlMs: 5_000, renewEveryMs: 100 });
-        made.push([locker, app]);
-        return locker;
-      },
-      async lose(locker) {
-        await expireLeases(admin, made.find(([l]) => l === locker)?.[1] as string);
-      },
-      async cleanup() {
-        await Promise.all(made.map(([locker]) => locker.close()));
-        await handle?.end();
-      },
-    };
-  };
-}
 
 function memory(): Implementation {
   const server = new MemoryLockServer();
@@ -122,30 +80,28 @@ const implementations: [string, () => Implementation][] = [
   ...(runtime === "bun"
     ? [["PostgreSQL Locker (Bun SQL)", postgresLockers(makeBunSql)] as [string, () => Implementation]]
     : []),
-  ["lease Locker (pg.Pool)", leaseLockers(() => ownPool())],
+  ["lease Locker (pg.Pool)", leaseLockers(() => ownPool(), admin)],
   // A bare query function: every statement may land on a different server session.
   [
     "lease Locker (query function)",
     leaseLockers(() => {
       const { db, end } = ownPool();
       return { db: queryFunction(db), end };
-    }),
+    }, admin),
   ],
   [
     "lease Locker (postgres.js)",
     leaseLockers(() => {
       const sql = postgres(databaseUrl(), { max: 5, onnotice: () => {}, transform: postgres.camel });
       return { db: sql, end: () => sql.end() };
-    }),
+    }, admin),
   ],
   ...(runtime === "bun"
     ? [
         [
           "lease Locker (Bun SQL)",
-          leaseLockers(() => {
-            const sql = makeBunSql() as { close(): Promise<void> };
-            return { db: sql, end: async () => {} };
-          }),
+          // makeBunSql's instance is closed after the file.
+          leaseLockers(() => ({ db: makeBunSql(), end: async () => {} }), admin),
         ] as [string, () => Implementation],
       ]
     : []),
@@ -153,179 +109,5 @@ const implementations: [string, () => Implementation][] = [
 ];
 
 describe.each(implementations)("%s", (_name, implementation) => {
-  let impl: Implementation;
-  afterEach(async () => {
-    await impl?.cleanup();
-  });
-  const setup = () => {
-    impl = implementation();
-    return impl;
-  };
-
-  it("exclusive excludes everyone, in the same Locker and in another", async () => {
-    const { make } = setup();
-    const [a, b] = [make(), make()];
-    const key = uniqueKey();
-    const held = await a.acquire(key);
-    expect(await a.tryAcquire(key)).toBeNull();
-    expect(await b.tryAcquire(key)).toBeNull();
-    expect(await b.tryAcquire(key, { shared: true })).toBeNull();
-    await held.release();
-    await held.release();
-    const again = await b.tryAcquire(key);
-    expect(again).not.toBeNull();
-    await again?.release();
-  });
-
-  it("shared coexists with shared; a waiting exclusive is granted when the last shared goes", async () => {
-    const { make } = setup();
-    const [a, b] = [make(), make()];
-    const key = uniqueKey();
-    const s1 = await a.acquire(key, { shared: true });
-    const s2 = await b.acquire(key, { shared: true });
-    expect(s1.shared && s2.shared).toBe(true);
-    let granted = false;
-    const exclusive = a.acquire(key, { timeout: 10_000 }).then((h) => {
-      granted = true;
-      return h;
-    });
-    await sleep(50);
-    await s1.release();
-    await sleep(50);
-    expect(granted).toBe(false);
-    await s2.release();
-    await (await exclusive).release();
-  });
-
-  it("a timeout rejects with LockTimeoutError; an abort with its reason; neither leaves a lock", async () => {
-    const { make } = setup();
-    const [a, b] = [make(), make()];
-    const key = uniqueKey();
-    const held = await a.acquire(key);
-    const error = await b.acquire(key, { timeout: 50 }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(LockTimeoutError);
-    expect((error as LockTimeoutError).timeoutMs).toBe(50);
-    const controller = new AbortController();
-    const waiting = b.acquire(key, { signal: controller.signal });
-    const reason = new Error("stop");
-    controller.abort(reason);
-    await expect(waiting).rejects.toBe(reason);
-    await expect(b.acquire(key, { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
-    expect(b.stats()).toMatchObject({ held: 0, waiting: 0 });
-    await held.release();
-    const next = await b.acquire(key, { timeout: 5_000 });
-    await next.release();
-  });
-
-  it("withLock returns the value and releases in every path; tryWithLock runs only when free", async () => {
-    const { make } = setup();
-    const [a, b] = [make(), make()];
-    const key = uniqueKey();
-    expect(await a.withLock(key, async () => 7)).toBe(7);
-    await expect(a.withLock(key, () => Promise.reject(new Error("boom")))).rejects.toThrow("boom");
-    const held = await b.acquire(key);
-    expect(await a.tryWithLock(key, () => 1)).toEqual({ acquired: false });
-    await held.release();
-    expect(await a.tryWithLock(key, () => 1)).toEqual({ acquired: true, value: 1 });
-    expect(a.stats().held).toBe(0);
-  });
-
-  it("loss aborts the handle's signal with LockLostError, withLock rejects, and the key is free for others", async () => {
-    const { make, lose } = setup();
-    const [a, b] = [make(), make()];
-    const key = uniqueKey();
-    const handle = await a.acquire(key);
-    await lose(a);
-    await eventually(() => handle.signal.aborted);
-    expect(handle.signal.reason).toBeInstanceOf(LockLostError);
-    await handle.release();
-    const other = await b.acquire(key, { timeout: 5_000 });
-    await other.release();
-    const result = a.withLock(uniqueKey(), async (signal) => {
-      await lose(a);
-      await eventually(() => signal.aborted);
-      return "finished anyway";
-    });
-    await expect(result).rejects.toBeInstanceOf(LockLostError);
-  });
-
-  it("close() rejects pending acquires with ClosedError and later calls too", async () => {
-    const { make } = setup();
-    const [a, b] = [make(), make()];
-    const key = uniqueKey();
-    const held = await b.acquire(key);
-    const mine = await a.acquire(uniqueKey());
-    const pending = a.acquire(key).catch((error: unknown) => error); // handled at once: it rejects during close()
-    await eventually(() => a.stats().waiting === 1);
-    await a.close();
-    expect(await pending).toBeInstanceOf(ClosedError);
-    expect(mine.signal.reason).toBeInstanceOf(LockLostError);
-    await expect(a.acquire(1)).rejects.toBeInstanceOf(ClosedError);
-    await held.release();
-  });
-
-  it("fencing tokens strictly increase per key; acquireAll is all or nothing", async () => {
-    const { make } = setup();
-    const [a, b] = [make(), make()];
-    const key = uniqueName("fenced");
-    const first = await a.acquire(key, { fencing: true });
-    await first.release();
-    const second = await b.acquire(key, { fencing: true });
-    expect((second.fencingToken as bigint) > (first.fencingToken as bigint)).toBe(true);
-    const blocker = uniqueKey();
-    const other = uniqueKey();
-    const group = await a.acquireAll([other, blocker]);
-    await expect(b.acquireAll([blocker, uniqueKey()], { timeout: 50 })).rejects.toBeInstanceOf(LockTimeoutError);
-    await group.release();
-    await second.release();
-  });
-
-  it("a semaphore admits at most `permits`; an election has one leader", async () => {
-    const { make } = setup();
-    const [a, b] = [make(), make()];
-    const name = uniqueName("sem");
-    const s1 = await a.semaphore(name, 2).acquire();
-    const s2 = await b.semaphore(name, 2).acquire();
-    expect(await a.semaphore(name, 2).tryAcquire()).toBeNull();
-    await s1.release();
-    const s3 = await b.semaphore(name, 2).acquire({ timeout: 5_000 });
-    await Promise.all([s2.release(), s3.release()]);
-    const election = uniqueName("election");
-    const [ea, eb] = [a.leaderElection(election), b.leaderElection(election)];
-    const stop = new AbortController();
-    const runs = [ea, eb].map((e) =>
-      e.run((signal) => new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve())), {
-        signal: stop.signal,
-      }),
-    );
-    await eventually(() => ea.isLeader || eb.isLeader);
-    await sleep(50);
-    expect(ea.isLeader && eb.isLeader).toBe(false);
-    stop.abort();
-    await Promise.all(runs);
-  });
-
-  it("200 acquires at once on distinct keys, shared and exclusive, are all granted and released", async () => {
-    const { make } = setup();
-    const a = make();
-    const keys = Array.from({ length: 200 }, () => uniqueKey());
-    const handles = await Promise.all(keys.map((key, i) => a.acquire(key, { shared: i % 2 === 0 })));
-    expect(a.stats().held).toBe(200);
-    await Promise.all(handles.map((handle) => handle.release()));
-    expect(a.stats().held).toBe(0);
-    const again = await Promise.all(keys.map((key) => a.tryAcquire(key)));
-    expect(again.every((handle) => handle !== null)).toBe(true);
-    await Promise.all(again.map((handle) => handle?.release()));
-  });
-
-  it("bad arguments are typed errors before anything happens", async () => {
-    const { make } = setup();
-    const a = make();
-    await expect(a.acquire(1.5)).rejects.toBeInstanceOf(InvalidLockKeyError);
-    await expect(a.acquire(1, { timeout: -1 })).rejects.toBeInstanceOf(InvalidArgumentError);
-    await expect(a.tryAcquire(1, { shared: 1 as never })).rejects.toBeInstanceOf(InvalidArgumentError);
-    await expect(a.withLock(1, null as never)).rejects.toBeInstanceOf(InvalidArgumentError);
-    await expect(a.acquire(1, { shared: true, fencing: true })).rejects.toBeInstanceOf(InvalidArgumentError);
-    expect(a.stats()).toMatchObject({ held: 0, waiting: 0 });
-  });
+  contractCases(implementation);
 });

@@ -103,7 +103,7 @@ describe("lease Locker", () => {
     expect(await a.tryAcquire(key)).toBeNull();
     expect(await serverMsLeft(key, app)).toBeUndefined();
     expect(second.signal.aborted).toBe(false);
-    expect(second.fencingToken > first.fencingToken).toBe(true);
+    expect((second.fencingToken as bigint) > (first.fencingToken as bigint)).toBe(true);
     await second.release();
   });
 

@@ -11,7 +11,14 @@
  * slower than the server's by less than the margin, timer lateness (a blocked event loop) included.
  * A lease is never re-acquired behind the holder's back: once lost, it stays lost.
  */
-import { ClosedError, InvalidArgumentError, LockLostError, LockNotHeldError, LockTimeoutError } from "../errors.js";
+import {
+  ClosedError,
+  ConnectionError,
+  InvalidArgumentError,
+  LockLostError,
+  LockNotHeldError,
+  LockTimeoutError,
+} from "../errors.js";
 import { leaseHolderPrefix } from "../identity.js";
 import type { LockKey, LockKeyInput } from "../key.js";
 import { acquireAll, type LockGroup, parseAcquire, tryWithLock, withLock } from "../locker/compose.js";
@@ -73,7 +80,7 @@ export class LeaseLocker {
   readonly #holderPrefix: string;
   readonly #closing = sharedController();
   readonly #pending = new Set<Promise<unknown>>();
-  readonly #held = new Set<LeaseHandle>();
+  readonly #held = new Set<Lease>();
   #holders = 0;
   #waiting = 0;
   #created: Promise<void> | undefined;
@@ -101,7 +108,7 @@ export class LeaseLocker {
   }
 
   /** Waits until the lease is granted; rejects with `LockTimeoutError` after `timeout` ms, or `signal.reason`. */
-  acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LockHandle> {
+  acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LeaseHandle> {
     return this.#track(async () => {
       const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
       const handle = await traceAcquire(
@@ -123,12 +130,12 @@ export class LeaseLocker {
           }
         },
       );
-      return handle as LeaseHandle;
+      return handle as Lease;
     });
   }
 
   /** Takes the lease if nobody holds it now; null otherwise. */
-  tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LockHandle | null> {
+  tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LeaseHandle | null> {
     return this.#track(async () => {
       const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
       const handle = await traceAcquire(
@@ -213,7 +220,7 @@ export class LeaseLocker {
   }
 
   /** Tries, and while `wait`, tries again after pauses that double up to maxPollMs (or a local release). */
-  async #request(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<LeaseHandle | undefined> {
+  async #request(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<Lease | undefined> {
     const holder = `${this.#holderPrefix}-${++this.#holders}`;
     const startedAt = performance.now();
     this.#waiting++;
@@ -223,20 +230,21 @@ export class LeaseLocker {
         const sentAt = performance.now();
         let token: bigint | undefined;
         try {
-          token = await this.#grant(key, holder, mode);
+          token = await this.#grant(key, holder, mode, signal);
         } catch (error) {
-          // The grant may have committed and its answer been lost: take the entry back (best effort),
-          // or it would block others for a whole TTL.
+          // The grant may have committed and its answer been lost, or come after the caller gave up
+          // (a timeout, an abort, close()): take the entry back (best effort), or it would block others
+          // for a whole TTL. Never handed out.
           this.#forget(key, holder);
           throw error;
         }
+        // An answer that came after the holder's deadline proves nothing any more: not a grant.
+        if (token !== undefined && performance.now() >= sentAt + this.ttlMs - this.expiryMarginMs) {
+          this.#forget(key, holder);
+          token = undefined;
+        }
         if (token !== undefined) {
-          const handle = new LeaseHandle(this, key, holder, mode === "shared", token, sentAt);
-          // Granted after the caller gave up (a timeout, an abort, close()): never handed out.
-          if (signal.aborted) {
-            await this.#releaseOnServer(handle).catch(() => {});
-            throw signal.reason;
-          }
+          const handle = new Lease(this, key, holder, mode === "shared", token, sentAt);
           this.#held.add(handle);
           publishAcquired(() => ({ key, shared: handle.shared, waitMs: performance.now() - startedAt }));
           this.#cleanUpNowAndThen();
@@ -251,20 +259,20 @@ export class LeaseLocker {
     }
   }
 
-  async #grant(key: LockKey, holder: string, mode: LockMode): Promise<bigint | undefined> {
-    const rows = await this.#run(this.#sql.acquire, [key.identity, holder, mode === "shared", this.ttlMs]);
+  async #grant(key: LockKey, holder: string, mode: LockMode, signal: AbortSignal): Promise<bigint | undefined> {
+    const rows = await this.#run(this.#sql.acquire, [key.identity, holder, mode === "shared", this.ttlMs], signal);
     const token = rows[0]?.token;
     return token === undefined ? undefined : BigInt(token as string);
   }
 
   /** @internal renews `handle`'s lease: true when renewed, false when the server no longer has it alive. */
-  async renewOnServer(handle: LeaseHandle): Promise<boolean> {
+  async renewOnServer(handle: Lease): Promise<boolean> {
     const rows = await this.#run(this.#sql.renew, [handle.key.identity, handle.holder, this.ttlMs]);
     return rows.length > 0;
   }
 
   /** @internal */
-  async release(handle: LeaseHandle): Promise<void> {
+  async release(handle: Lease): Promise<void> {
     this.#held.delete(handle);
     publishReleased(() => ({ key: handle.key, shared: handle.shared, heldMs: performance.now() - handle.grantedAt }));
     if (!(await this.#releaseOnServer(handle))) {
@@ -276,13 +284,13 @@ export class LeaseLocker {
   }
 
   /** @internal a handle that lost its lease leaves the Locker; its entry is taken back if still there. */
-  lost(handle: LeaseHandle, error: LockLostError) {
+  lost(handle: Lease, error: LockLostError) {
     if (!this.#held.delete(handle)) return;
     publishLost(() => ({ key: handle.key, shared: handle.shared, error }));
     this.#forget(handle.key, handle.holder);
   }
 
-  async #releaseOnServer(handle: LeaseHandle): Promise<boolean> {
+  async #releaseOnServer(handle: Lease): Promise<boolean> {
     try {
       const rows = await this.#run(this.#sql.release, [handle.key.identity, handle.holder]);
       return Number(rows[0]?.released) > 0;
@@ -307,14 +315,52 @@ export class LeaseLocker {
   }
 
   /** Runs a statement; the first time the table is missing, creates it (and its sequence) and runs it again. */
-  async #run(text: string, params: unknown[]) {
+  async #run(text: string, params: unknown[], signal?: AbortSignal) {
     try {
-      return await this.#query(text, params);
+      return await this.#bounded(text, params, signal);
     } catch (error) {
       if (sqlState((error as Error).cause) !== "42P01") throw error;
       await this.#create();
-      return await this.#query(text, params);
+      return await this.#bounded(text, params, signal);
     }
+  }
+
+  /**
+   * A statement is given up on (its outcome unknown) when `signal` aborts, or after the time a lease
+   * can be trusted for (ttlMs - expiryMarginMs): a later answer could prove nothing. A connection the
+   * network dropped without a word (a black hole) would otherwise hang the call for minutes. The timer
+   * also keeps the process alive while a statement is out: a driver may not (postgres.js, seen in the
+   * chaos suite: the process exited mid-acquire with an unsettled await).
+   */
+  #bounded(text: string, params: unknown[], signal?: AbortSignal): Promise<readonly Record<string, unknown>[]> {
+    const limitMs = this.ttlMs - this.expiryMarginMs;
+    const running = this.#query(text, params);
+    return new Promise((resolve, reject) => {
+      const settle = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const onAbort = () => {
+        settle();
+        reject(signal?.reason);
+      };
+      const timer = setTimeout(() => {
+        settle();
+        reject(new ConnectionError(`a lease statement got no answer within ${limitMs} ms (ttlMs - expiryMarginMs)`));
+      }, limitMs);
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      running.then(
+        (rows) => {
+          settle();
+          resolve(rows);
+        },
+        (error: unknown) => {
+          settle();
+          reject(error);
+        },
+      );
+    });
   }
 
   #create(): Promise<void> {
@@ -336,11 +382,16 @@ export class LeaseLocker {
   }
 }
 
+/** A held lease: a {@link LockHandle} whose fencing token is always there. */
+export interface LeaseHandle extends LockHandle {
+  /** Strictly increasing per key across every grant, drawn in the granting statement (lease/sql.ts). */
+  readonly fencingToken: bigint;
+}
+
 /** A held lease. Its `signal` aborts with `LockLostError` when the lease can no longer be trusted. */
-class LeaseHandle implements LockHandle {
+class Lease implements LeaseHandle {
   readonly key: LockKey;
   readonly shared: boolean;
-  /** Always present on a lease: strictly increasing per key, drawn in the granting statement. */
   readonly fencingToken: bigint;
   readonly grantedAt = performance.now();
   /** @internal the holder id in the lease table. */

@@ -1,11 +1,20 @@
 // pglock through PgBouncer (`npm run test:pgbouncer`; needs the pgbouncer executable).
 // Session pooling: everything works. Transaction pooling: session locks are unsafe, pglock says so
-// where it can see it, and transaction-level locks work.
+// where it can see it, transaction-level locks work, and the lease Locker keeps the whole contract.
 import pg from "pg";
-import { ConnectionError, createLocker, inspectLocks, LockLostError, newLock, withXactLock } from "pglock";
+import {
+  ConnectionError,
+  createLeaseLocker,
+  createLocker,
+  inspectLocks,
+  LockLostError,
+  newLock,
+  withXactLock,
+} from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../../src/cli/throwaway-postgres.js";
-import { eventually } from "../support/db.js";
+import { contractCases, leaseLockers } from "../support/contract.js";
+import { eventually, sleep } from "../support/db.js";
 import { type PgBouncer, startPgBouncer } from "./fixture.js";
 
 let server: ThrowawayPostgres;
@@ -124,4 +133,37 @@ describe("PgBouncer in transaction pooling", () => {
       c2.release();
     }
   });
+});
+
+describe("the lease Locker in transaction pooling", () => {
+  it("keeps its lease where the session Locker lost its lock (the test above): no statement needs a session", async () => {
+    const a = createLeaseLocker(pool(transaction.url, 2), { ttlMs: 2_000, renewEveryMs: 100 });
+    const b = createLeaseLocker(pool(transaction.url, 2));
+    const other = new pg.Client({ connectionString: transaction.url });
+    await other.connect();
+    try {
+      const handle = await a.acquire("bouncer-lease"); // on some server session
+      await other.query("BEGIN"); // pins one server session: a's statements now land on the other one
+      await other.query("SELECT 1");
+      await sleep(1_000); // ten renewals, on whichever server session PgBouncer gives
+      expect(handle.signal.aborted).toBe(false);
+      expect(await b.tryAcquire("bouncer-lease")).toBeNull();
+      await other.query("ROLLBACK");
+      await handle.release();
+      await (await b.acquire("bouncer-lease", { timeout: 5_000 })).release();
+    } finally {
+      await other.end();
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+describe("contract: the lease Locker through PgBouncer in transaction pooling", () => {
+  contractCases(
+    leaseLockers(
+      () => ({ db: pool(transaction.url, 5), end: async () => {} }),
+      () => pool(server.url, 1),
+    ),
+  );
 });

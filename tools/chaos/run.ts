@@ -6,8 +6,14 @@
  * restart, SIGSTOP/SIGCONT of a holder, and aborts and timeouts of waits (inside the workers).
  * Then the checkers run, and the harness checks itself: broken variants must make it fail.
  *
- * Quick mode (the default, CI): 40 s of chaos, then 20 s per broken variant.
- * `--duration 10m` for a long run; `--broken <variant>` to run one variant alone.
+ * Lease mode: the same workers on the lease Locker (TTL 1.5 s), the same faults and checkers. There a
+ * SIGSTOP longer than the TTL lets the lease expire, so it may excuse an overlap (the paused holder's
+ * late writes are then the fencing tokens' business), and so may a SIGKILL (the dead holder's interval
+ * ends only when it restarts); no other fault may.
+ *
+ * Quick mode (the default, CI): 40 s of chaos, then 20 s per broken variant, then 30 s on leases.
+ * `--duration 10m` for a long run; `--broken <variant>` to run one variant alone; `--mode lease` to
+ * run the lease mode alone.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -38,7 +44,9 @@ interface Report {
   latency: ReturnType<typeof lossLatency>;
 }
 
-async function runChaos(durationMs: number, broken?: string): Promise<Report> {
+type Mode = "session" | "lease";
+
+async function runChaos(durationMs: number, broken?: string, mode: Mode = "session"): Promise<Report> {
   const server = await startThrowawayPostgres();
   const proxy = await FaultProxy.start(server.url);
   const admin = new pg.Pool({ connectionString: server.url, max: 2 });
@@ -73,6 +81,7 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
         CHAOS_WORKER: String(id),
         CHAOS_DRIVER: id % 2 === 0 ? "pg" : "postgres.js",
         CHAOS_BROKEN: broken ?? "",
+        CHAOS_MODE: mode,
       },
       stdio: ["pipe", "pipe", "pipe"],
     });
@@ -163,9 +172,12 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
       await sleep(1_500);
       proxy.heal();
     } else if (kind === "pause") {
-      pauses++; // a paused holder keeps its session, so this excuses no overlap
+      pauses++;
+      // A paused holder keeps its session, so this excuses no overlap; a lease expires under it (after
+      // its 1.5 s TTL), so there it is a fault of that worker. Lease pauses reach past the TTL.
+      if (mode === "lease") faults.push({ t: now(), kind, worker });
       workers.get(worker)?.kill("SIGSTOP");
-      await sleep(800 + Math.random() * 1_000);
+      await sleep(mode === "lease" ? 600 + Math.random() * 2_400 : 800 + Math.random() * 1_000);
       workers.get(worker)?.kill("SIGCONT");
     } else {
       faults.push({ t: now(), kind });
@@ -185,6 +197,14 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
   const leaked = await admin.query("SELECT pid, mode FROM pg_locks WHERE locktype = 'advisory'");
   if (leaked.rows.length > 0) {
     violations.push(`${leaked.rows.length} advisory locks held while every worker believed it held none (leaked)`);
+  }
+  if (mode === "lease") {
+    // A SIGKILLed holder's lease lives out its TTL (1.5 s); any other live lease now is a leak.
+    await sleep(1_700);
+    const { rows } = await admin.query(
+      "SELECT count(*)::int AS n FROM pglock_leases, jsonb_each(holders) AS h WHERE (h.value #>> '{}')::int8 > (extract(epoch FROM now()) * 1000)::int8",
+    );
+    if (rows[0].n > 0) violations.push(`${rows[0].n} live leases while every worker believed it held none (leaked)`);
   }
   for (const child of workers.values()) child.stdin?.end();
   for (const [id, done] of exited) {
@@ -209,7 +229,11 @@ async function runChaos(durationMs: number, broken?: string): Promise<Report> {
   const counter = Number((await admin.query("SELECT n FROM chaos_counter WHERE id = 1")).rows[0].n);
   const increments = (await admin.query("SELECT n::int AS n, token::text AS token FROM chaos_increments")).rows;
   violations.push(...counterViolations(counter, increments));
-  const overlapping = overlaps(intervals(events), faults);
+  // On leases the holder is told before its lease can expire, whatever happens to connections or the
+  // server: only a stopped holder (its lease expired under it) or a killed one (its interval ends when
+  // it restarts) may overlap with the next.
+  const excusing = mode === "lease" ? faults.filter((f) => f.kind === "pause" || f.kind === "kill") : faults;
+  const overlapping = overlaps(intervals(events), excusing);
   violations.push(...overlapping);
   if (overlapping.length > 0 && process.env.CHAOS_DEBUG) {
     const sorted = [...events].sort((a, b) => (a.t < b.t ? -1 : 1));
@@ -263,6 +287,8 @@ const brokenArg = argv.indexOf("--broken");
 const durationMs = durationArg >= 0 ? parseDuration(argv[durationArg + 1] ?? "") : 40_000;
 let passed = 0;
 let failed = 0;
+const modeArg = argv.indexOf("--mode");
+if (modeArg >= 0 && argv[modeArg + 1] !== "lease") throw new Error("--mode takes lease");
 if (brokenArg >= 0) {
   const variant = argv[brokenArg + 1] ?? "";
   if (!(VARIANTS as readonly string[]).includes(variant))
@@ -271,20 +297,31 @@ if (brokenArg >= 0) {
   print(`broken variant ${variant}`, report);
   process.exit(report.violations.length > 0 ? 0 : 1);
 }
-const report = await runChaos(durationMs);
-print(`pglock under chaos for ${durationMs / 1000} s`, report);
-// Both drivers must have done work: a run where one never got the lock proves nothing about it.
-const bothDrivers = ["pg", "postgres.js"].every((name) => (report.writesByDriver.get(name) ?? 0) > 0);
-if (!bothDrivers) console.log("a driver wrote no increment: the run does not cover it");
-if (report.violations.length === 0 && bothDrivers) passed++;
-else failed++;
-if (durationArg < 0) {
+/** A run passes with no violation and increments written on both drivers (else it proves nothing about one). */
+function judge(report: Report) {
+  const bothDrivers = ["pg", "postgres.js"].every((name) => (report.writesByDriver.get(name) ?? 0) > 0);
+  if (!bothDrivers) console.log("a driver wrote no increment: the run does not cover it");
+  if (report.violations.length === 0 && bothDrivers) passed++;
+  else failed++;
+}
+if (modeArg < 0) {
+  const report = await runChaos(durationMs);
+  print(`pglock under chaos for ${durationMs / 1000} s`, report);
+  judge(report);
+}
+if (durationArg < 0 && modeArg < 0) {
   for (const variant of VARIANTS) {
     const broken = await runChaos(20_000, variant);
     print(`harness self-test: broken variant "${variant}" must be caught`, broken);
     if (broken.violations.length > 0) passed++;
     else failed++;
   }
+}
+if (modeArg >= 0 || durationArg < 0) {
+  const leaseMs = durationArg >= 0 ? durationMs : 30_000;
+  const report = await runChaos(leaseMs, undefined, "lease");
+  print(`pglock leases under chaos for ${leaseMs / 1000} s`, report);
+  judge(report);
 }
 console.log(`\nchaos: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

@@ -6,6 +6,7 @@
  *
  * CHAOS_DRIVER picks the driver pglock runs on: "pg" (a pg.Pool) or "postgres.js" (a postgres.js sql);
  * the orchestrator gives half the workers each, so both drivers contend for the same lock.
+ * CHAOS_MODE=lease puts the workers on the lease Locker instead (TTL 1.5 s, renewed every 200 ms).
  *
  * CHAOS_BROKEN emulates a broken lock library, to prove the checkers catch it:
  * - ignore-loss: ignores the loss signal and writes without the fencing guard;
@@ -13,15 +14,23 @@
  * - wrong-session: releases on a different session than the one holding the lock, ignoring `false`.
  */
 import pg from "pg";
-import { createLocker, type LockHandle } from "pglock";
+import { createLeaseLocker, createLocker, type LockHandle } from "pglock";
 import postgres from "postgres";
 
 const id = Number(process.env.CHAOS_WORKER);
 const broken = process.env.CHAOS_BROKEN ?? "";
 const driver = process.env.CHAOS_DRIVER === "postgres.js" ? "postgres.js" : "pg";
+const leases = process.env.CHAOS_MODE === "lease";
+/** Lease statements run on the pool's own connections: named, so the terminate fault finds them. */
+const APPLICATION = "pglock-chaos";
 const KEY = "pglock-chaos";
 const direct = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 });
-const viaProxy = new pg.Pool({ connectionString: process.env.LOCK_URL, max: 4, connectionTimeoutMillis: 2_000 });
+const viaProxy = new pg.Pool({
+  connectionString: process.env.LOCK_URL,
+  max: 4,
+  connectionTimeoutMillis: 2_000,
+  ...(leases ? { application_name: `${APPLICATION} lease-worker` } : {}),
+});
 direct.on("error", () => {});
 viaProxy.on("error", () => {});
 const raw = broken === "trust-timeout" || broken === "wrong-session";
@@ -36,13 +45,22 @@ direct.on("connect", quiet);
 if (raw) viaProxy.on("connect", quiet);
 const sqlViaProxy =
   driver === "postgres.js"
-    ? postgres(process.env.LOCK_URL as string, { max: 4, connect_timeout: 2, onnotice: () => {} })
+    ? postgres(process.env.LOCK_URL as string, {
+        max: 4,
+        connect_timeout: 2,
+        onnotice: () => {},
+        // In lease mode pglock runs its statements on this very instance. postgres.js fetches array
+        // types as each connection starts (fetch_types), in a promise nobody awaits: a reset right
+        // then is an unhandled rejection (read ECONNRESET) that ends the process. Seen here; see
+        // porsager/postgres#600 and connection.js fetchArrayTypes. pglock's queries need no array types.
+        ...(leases ? { connection: { application_name: `${APPLICATION} lease-worker` }, fetch_types: false } : {}),
+      })
     : undefined;
 const emit = (event: Record<string, unknown>) =>
   process.stdout.write(`${JSON.stringify({ t: String(process.hrtime.bigint()), w: id, ...event })}\n`);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 process.on("unhandledRejection", (error) => {
-  emit({ e: "unhandled", message: String(error) });
+  emit({ e: "unhandled", message: error instanceof Error ? String(error.stack) : String(error) });
   process.exit(99);
 });
 let stopping = false;
@@ -103,12 +121,21 @@ async function increment(token: bigint | undefined, lost: AbortSignal | undefine
 }
 
 async function withPglock() {
-  const locker = createLocker(sqlViaProxy ?? viaProxy, {
-    applicationName: "pglock-chaos",
-    keepaliveMs: 300,
-    probeTimeoutMs: 700,
-    maxSessions: 2,
-  });
+  const locker = leases
+    ? createLeaseLocker(sqlViaProxy ?? viaProxy, {
+        applicationName: APPLICATION,
+        // The margin covers event-loop stalls too: 8 workers and the server share this machine's CPUs.
+        ttlMs: 1_500,
+        renewEveryMs: 200,
+        expiryMarginMs: 500,
+        maxPollMs: 50,
+      })
+    : createLocker(sqlViaProxy ?? viaProxy, {
+        applicationName: APPLICATION,
+        keepaliveMs: 300,
+        probeTimeoutMs: 700,
+        maxSessions: 2,
+      });
   while (!stopping) {
     const controller = new AbortController();
     if (Math.random() < 0.1) setTimeout(() => controller.abort(new Error("chaos abort")), Math.random() * 30);
@@ -179,10 +206,12 @@ async function withBrokenRawLocks() {
   }
 }
 
-emit({ e: "start", driver: raw ? "raw pg" : driver });
+emit({ e: "start", driver: raw ? "raw pg" : driver, mode: leases ? "lease" : "session" });
 await (raw ? withBrokenRawLocks() : withPglock());
 emit({ e: "idle" });
 // The orchestrator looks at pg_locks now, while this process still has its connections, then closes stdin.
 await new Promise((resolve) => process.stdin.on("close", resolve).resume());
-await Promise.allSettled([direct.end(), viaProxy.end(), sqlViaProxy?.end()]);
+// postgres.js's end() waits for every query it has; one on a connection the fault proxy cut may never
+// settle (seen in lease mode: the process then exited 13 with this await unsettled). Bounded.
+await Promise.allSettled([direct.end(), viaProxy.end(), sqlViaProxy?.end({ timeout: 2 })]);
 emit({ e: "exit" });

@@ -1,0 +1,240 @@
+// The contract every Locker keeps: one set of behavioural cases, run against the session Locker on
+// each driver, the lease Locker on each driver (directly and through PgBouncer in transaction pooling)
+// and the in-memory test double, so that none of them can drift from what the others do.
+
+import type pg from "pg";
+import {
+  ClosedError,
+  createLeaseLocker,
+  type createLocker,
+  InvalidArgumentError,
+  InvalidLockKeyError,
+  LockLostError,
+  LockTimeoutError,
+  type MemoryLocker,
+} from "pglock";
+import { afterEach, expect, it } from "vitest";
+import { eventually, sleep, uniqueKey, uniqueName } from "./db.js";
+import { expireLeases } from "./leases.js";
+
+export type AnyLocker = ReturnType<typeof createLocker> | ReturnType<typeof createLeaseLocker> | MemoryLocker;
+
+export interface Implementation {
+  /** Lockers that contend with each other, as separate processes would. */
+  make(): AnyLocker;
+  /** Ends the session(s) behind `locker`'s locks, or lets its leases expire. */
+  lose(locker: AnyLocker): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * Lease Lockers that share one database handle per test (leases keep no session, so sharing changes
+ * nothing), renewing every 100 ms. A loss is the expiry of their leases on the server (what a process
+ * that stalled past its TTL finds), written through `admin`. Where leases differ: a waiter in another
+ * Locker is granted at its next poll, not by the server's queue; the cases hold for both because they
+ * bound waits generously.
+ */
+export function leaseLockers(
+  open: () => { db: unknown; end(): Promise<void> },
+  admin: () => pg.Pool,
+): () => Implementation {
+  return () => {
+    const made: [AnyLocker, string][] = [];
+    let handle: ReturnType<typeof open> | undefined;
+    return {
+      make() {
+        const app = uniqueName();
+        handle ??= open();
+        const locker = createLeaseLocker(handle.db, { applicationName: app, ttlMs: 5_000, renewEveryMs: 100 });
+        made.push([locker, app]);
+        return locker;
+      },
+      async lose(locker) {
+        await expireLeases(admin(), made.find(([l]) => l === locker)?.[1] as string);
+      },
+      async cleanup() {
+        await Promise.all(made.map(([locker]) => locker.close()));
+        await handle?.end();
+      },
+    };
+  };
+}
+
+/** Defines the contract's cases (inside a describe) for the Lockers `implementation` makes. */
+export function contractCases(implementation: () => Implementation): void {
+  let impl: Implementation;
+  afterEach(async () => {
+    await impl?.cleanup();
+  });
+  const setup = () => {
+    impl = implementation();
+    return impl;
+  };
+
+  it("exclusive excludes everyone, in the same Locker and in another", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueKey();
+    const held = await a.acquire(key);
+    expect(await a.tryAcquire(key)).toBeNull();
+    expect(await b.tryAcquire(key)).toBeNull();
+    expect(await b.tryAcquire(key, { shared: true })).toBeNull();
+    await held.release();
+    await held.release();
+    const again = await b.tryAcquire(key);
+    expect(again).not.toBeNull();
+    await again?.release();
+  });
+
+  it("shared coexists with shared; a waiting exclusive is granted when the last shared goes", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueKey();
+    const s1 = await a.acquire(key, { shared: true });
+    const s2 = await b.acquire(key, { shared: true });
+    expect(s1.shared && s2.shared).toBe(true);
+    let granted = false;
+    const exclusive = a.acquire(key, { timeout: 10_000 }).then((h) => {
+      granted = true;
+      return h;
+    });
+    await sleep(50);
+    await s1.release();
+    await sleep(50);
+    expect(granted).toBe(false);
+    await s2.release();
+    await (await exclusive).release();
+  });
+
+  it("a timeout rejects with LockTimeoutError; an abort with its reason; neither leaves a lock", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueKey();
+    const held = await a.acquire(key);
+    const error = await b.acquire(key, { timeout: 50 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockTimeoutError);
+    expect((error as LockTimeoutError).timeoutMs).toBe(50);
+    const controller = new AbortController();
+    const waiting = b.acquire(key, { signal: controller.signal });
+    const reason = new Error("stop");
+    controller.abort(reason);
+    await expect(waiting).rejects.toBe(reason);
+    await expect(b.acquire(key, { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+    expect(b.stats()).toMatchObject({ held: 0, waiting: 0 });
+    await held.release();
+    const next = await b.acquire(key, { timeout: 5_000 });
+    await next.release();
+  });
+
+  it("withLock returns the value and releases in every path; tryWithLock runs only when free", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueKey();
+    expect(await a.withLock(key, async () => 7)).toBe(7);
+    await expect(a.withLock(key, () => Promise.reject(new Error("boom")))).rejects.toThrow("boom");
+    const held = await b.acquire(key);
+    expect(await a.tryWithLock(key, () => 1)).toEqual({ acquired: false });
+    await held.release();
+    expect(await a.tryWithLock(key, () => 1)).toEqual({ acquired: true, value: 1 });
+    expect(a.stats().held).toBe(0);
+  });
+
+  it("loss aborts the handle's signal with LockLostError, withLock rejects, and the key is free for others", async () => {
+    const { make, lose } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueKey();
+    const handle = await a.acquire(key);
+    await lose(a);
+    await eventually(() => handle.signal.aborted);
+    expect(handle.signal.reason).toBeInstanceOf(LockLostError);
+    await handle.release();
+    const other = await b.acquire(key, { timeout: 5_000 });
+    await other.release();
+    const result = a.withLock(uniqueKey(), async (signal) => {
+      await lose(a);
+      await eventually(() => signal.aborted);
+      return "finished anyway";
+    });
+    await expect(result).rejects.toBeInstanceOf(LockLostError);
+  });
+
+  it("close() rejects pending acquires with ClosedError and later calls too", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueKey();
+    const held = await b.acquire(key);
+    const mine = await a.acquire(uniqueKey());
+    const pending = a.acquire(key).catch((error: unknown) => error); // handled at once: it rejects during close()
+    await eventually(() => a.stats().waiting === 1);
+    await a.close();
+    expect(await pending).toBeInstanceOf(ClosedError);
+    expect(mine.signal.reason).toBeInstanceOf(LockLostError);
+    await expect(a.acquire(1)).rejects.toBeInstanceOf(ClosedError);
+    await held.release();
+  });
+
+  it("fencing tokens strictly increase per key; acquireAll is all or nothing", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueName("fenced");
+    const first = await a.acquire(key, { fencing: true });
+    await first.release();
+    const second = await b.acquire(key, { fencing: true });
+    expect((second.fencingToken as bigint) > (first.fencingToken as bigint)).toBe(true);
+    const blocker = uniqueKey();
+    const other = uniqueKey();
+    const group = await a.acquireAll([other, blocker]);
+    await expect(b.acquireAll([blocker, uniqueKey()], { timeout: 50 })).rejects.toBeInstanceOf(LockTimeoutError);
+    await group.release();
+    await second.release();
+  });
+
+  it("a semaphore admits at most `permits`; an election has one leader", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const name = uniqueName("sem");
+    const s1 = await a.semaphore(name, 2).acquire();
+    const s2 = await b.semaphore(name, 2).acquire();
+    expect(await a.semaphore(name, 2).tryAcquire()).toBeNull();
+    await s1.release();
+    const s3 = await b.semaphore(name, 2).acquire({ timeout: 5_000 });
+    await Promise.all([s2.release(), s3.release()]);
+    const election = uniqueName("election");
+    const [ea, eb] = [a.leaderElection(election), b.leaderElection(election)];
+    const stop = new AbortController();
+    const runs = [ea, eb].map((e) =>
+      e.run((signal) => new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve())), {
+        signal: stop.signal,
+      }),
+    );
+    await eventually(() => ea.isLeader || eb.isLeader);
+    await sleep(50);
+    expect(ea.isLeader && eb.isLeader).toBe(false);
+    stop.abort();
+    await Promise.all(runs);
+  });
+
+  it("200 acquires at once on distinct keys, shared and exclusive, are all granted and released", async () => {
+    const { make } = setup();
+    const a = make();
+    const keys = Array.from({ length: 200 }, () => uniqueKey());
+    const handles = await Promise.all(keys.map((key, i) => a.acquire(key, { shared: i % 2 === 0 })));
+    expect(a.stats().held).toBe(200);
+    await Promise.all(handles.map((handle) => handle.release()));
+    expect(a.stats().held).toBe(0);
+    const again = await Promise.all(keys.map((key) => a.tryAcquire(key)));
+    expect(again.every((handle) => handle !== null)).toBe(true);
+    await Promise.all(again.map((handle) => handle?.release()));
+  });
+
+  it("bad arguments are typed errors before anything happens", async () => {
+    const { make } = setup();
+    const a = make();
+    await expect(a.acquire(1.5)).rejects.toBeInstanceOf(InvalidLockKeyError);
+    await expect(a.acquire(1, { timeout: -1 })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(a.tryAcquire(1, { shared: 1 as never })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(a.withLock(1, null as never)).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(a.acquire(1, { shared: true, fencing: true })).rejects.toBeInstanceOf(InvalidArgumentError);
+    expect(a.stats()).toMatchObject({ held: 0, waiting: 0 });
+  });
+}
