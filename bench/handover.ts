@@ -1,7 +1,8 @@
 /** Scenario 2: eight waiters on one key; the time from a release to the next waiter's grant. */
 import pg from "pg";
-import { createLocker, newLock } from "pglock";
+import { createLeaseLocker, createLocker, newLock } from "pglock";
 import { type Contender, freshKey, interleaved, latencyTable, log, quick, ROUNDS, type Row, sleep } from "./harness.js";
+import { leaseHandoverAcrossProcesses } from "./lease-handover.js";
 import { type Peer, sortPeers } from "./peers.js";
 
 const HANDOVERS = quick ? 16 : 400;
@@ -105,6 +106,19 @@ export async function handovers(url: string, peers: Peer[]) {
         teardown: () => one.close(),
       };
     }),
+    contest("pglock lease Locker: 8 lease Lockers in one process (a release wakes the others)", async () => {
+      const key = freshKey();
+      const lockers = Array.from({ length: 8 }, () => createLeaseLocker(pool));
+      return {
+        take: async (i) => {
+          const lease = await (lockers[i] as ReturnType<typeof createLeaseLocker>).acquire(key);
+          return () => lease.release();
+        },
+        teardown: async () => {
+          await Promise.all(lockers.map((locker) => locker.close()));
+        },
+      };
+    }),
   ];
   const { usable, skipped } = sortPeers(peers);
   for (const peer of usable) {
@@ -112,6 +126,8 @@ export async function handovers(url: string, peers: Peer[]) {
     contenders.push(contest(peer.name, async () => ({ take: () => peer.acquire(name), teardown: async () => {} })));
   }
   const rows: Row[] = [...(await interleaved(contenders, Math.ceil(HANDOVERS / ROUNDS))), ...skipped];
+  // Across processes, after the interleaved rounds (eight more processes would disturb them).
+  for (const maxPollMs of [50, 1000]) rows.push(await leaseHandoverAcrossProcesses(url, HANDOVERS, maxPollMs));
   await pool.end();
   latencyTable(rows);
   return rows;

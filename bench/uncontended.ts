@@ -1,6 +1,6 @@
 /** Scenario 1: one key, acquire + release, one at a time: the cost of a lock call. */
 import pg from "pg";
-import { createLocker, newLock } from "pglock";
+import { createLeaseLocker, createLocker, newLock } from "pglock";
 import postgres from "postgres";
 import {
   type Contender,
@@ -71,6 +71,10 @@ export async function uncontended(url: string, peers: Peer[], pgbench?: () => Pg
           await sql.end();
         },
       };
+    }),
+    sequential("pglock lease Locker (`pg.Pool`): `tryAcquire()` + `release()`", async () => {
+      const leases = createLeaseLocker(pool);
+      return { op: async () => (await leases.tryAcquire(key))?.release(), teardown: () => leases.close() };
     }),
   ];
   const { usable, skipped } = sortPeers(peers);

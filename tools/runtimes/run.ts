@@ -14,6 +14,7 @@ const SUITES = [
   "test/lock.test.ts",
   "test/locker.test.ts",
   "test/contract.test.ts",
+  "test/lease.test.ts",
   "test/patterns.test.ts",
   "test/postgres-js.test.ts",
   "test/key.test.ts",
