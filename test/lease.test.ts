@@ -107,6 +107,24 @@ describe("lease Locker", () => {
     await second.release();
   });
 
+  it("a grant that commits after its caller gave up is taken back, not left to block others for a TTL", async () => {
+    const run = queryFunction(pool);
+    // The grant reaches the server 300 ms late; the clean-up after the timeout does not.
+    const slow = async (text: string, params: unknown[]) => {
+      if (text.startsWith("INSERT")) await sleep(300);
+      return run(text, params);
+    };
+    const a = lease({ ttlMs: 60_000 }, slow);
+    const key = uniqueKey();
+    await expect(a.acquire(key, { timeout: 50 })).rejects.toMatchObject({ code: "ERR_PGLOCK_TIMEOUT" });
+    // The grant commits some 250 ms later; its entry must then be removed at once.
+    await sleep(700);
+    const b = lease({ ttlMs: 60_000 });
+    const taken = await b.tryAcquire(key);
+    expect(taken).not.toBeNull();
+    await taken?.release();
+  });
+
   it("fencing tokens come with every grant, increase per key, and carry the timeline above bit 48", async () => {
     const a = lease();
     const key = uniqueKey();

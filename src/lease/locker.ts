@@ -260,7 +260,11 @@ export class LeaseLocker {
   }
 
   async #grant(key: LockKey, holder: string, mode: LockMode, signal: AbortSignal): Promise<bigint | undefined> {
-    const rows = await this.#run(this.#sql.acquire, [key.identity, holder, mode === "shared", this.ttlMs], signal);
+    // A grant given up on may still commit after the caller's clean-up ran: clean up again once it
+    // has settled, or its entry would block others for a whole TTL.
+    const rows = await this.#run(this.#sql.acquire, [key.identity, holder, mode === "shared", this.ttlMs], signal, () =>
+      this.#forget(key, holder),
+    );
     const token = rows[0]?.token;
     return token === undefined ? undefined : BigInt(token as string);
   }
@@ -315,13 +319,13 @@ export class LeaseLocker {
   }
 
   /** Runs a statement; the first time the table is missing, creates it (and its sequence) and runs it again. */
-  async #run(text: string, params: unknown[], signal?: AbortSignal) {
+  async #run(text: string, params: unknown[], signal?: AbortSignal, afterAbandoned?: () => void) {
     try {
-      return await this.#bounded(text, params, signal);
+      return await this.#bounded(text, params, signal, afterAbandoned);
     } catch (error) {
       if (sqlState((error as Error).cause) !== "42P01") throw error;
       await this.#create();
-      return await this.#bounded(text, params, signal);
+      return await this.#bounded(text, params, signal, afterAbandoned);
     }
   }
 
@@ -330,9 +334,15 @@ export class LeaseLocker {
    * can be trusted for (ttlMs - expiryMarginMs): a later answer could prove nothing. A connection the
    * network dropped without a word (a black hole) would otherwise hang the call for minutes. The timer
    * also keeps the process alive while a statement is out: a driver may not (postgres.js, seen in the
-   * chaos suite: the process exited mid-acquire with an unsettled await).
+   * chaos suite: the process exited mid-acquire with an unsettled await). `afterAbandoned` runs when a
+   * statement given up on settles after all.
    */
-  #bounded(text: string, params: unknown[], signal?: AbortSignal): Promise<readonly Record<string, unknown>[]> {
+  #bounded(
+    text: string,
+    params: unknown[],
+    signal?: AbortSignal,
+    afterAbandoned?: () => void,
+  ): Promise<readonly Record<string, unknown>[]> {
     const limitMs = this.ttlMs - this.expiryMarginMs;
     const running = this.#query(text, params);
     return new Promise((resolve, reject) => {
@@ -340,14 +350,17 @@ export class LeaseLocker {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
       };
-      const onAbort = () => {
+      const abandon = (reason: unknown) => {
         settle();
-        reject(signal?.reason);
+        reject(reason);
+        if (afterAbandoned) running.then(afterAbandoned, afterAbandoned);
       };
-      const timer = setTimeout(() => {
-        settle();
-        reject(new ConnectionError(`a lease statement got no answer within ${limitMs} ms (ttlMs - expiryMarginMs)`));
-      }, limitMs);
+      const onAbort = () => abandon(signal?.reason);
+      const timer = setTimeout(
+        () =>
+          abandon(new ConnectionError(`a lease statement got no answer within ${limitMs} ms (ttlMs - expiryMarginMs)`)),
+        limitMs,
+      );
       if (signal?.aborted) return onAbort();
       signal?.addEventListener("abort", onAbort, { once: true });
       running.then(
