@@ -217,7 +217,7 @@ if (!quick) {
       ["run", "test/contract.test.ts"],
     ],
     [
-      "chaos suite (`npm run test:chaos`: 40 s of faults, then the broken variants it must catch)",
+      "chaos suite (`npm run test:chaos`: 40 s of faults, the broken variants it must catch, then 30 s on leases)",
       "npm",
       ["run", "test:chaos"],
     ],

@@ -11,23 +11,24 @@
  * slower than the server's by less than the margin, timer lateness (a blocked event loop) included.
  * A lease is never re-acquired behind the holder's back: once lost, it stays lost.
  */
-import {
-  ClosedError,
-  ConnectionError,
-  InvalidArgumentError,
-  LockLostError,
-  LockNotHeldError,
-  LockTimeoutError,
-} from "../errors.js";
+import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, LockNotHeldError } from "../errors.js";
 import { leaseHolderPrefix } from "../identity.js";
 import type { LockKey, LockKeyInput } from "../key.js";
-import { acquireAll, type LockGroup, parseAcquire, tryWithLock, withLock } from "../locker/compose.js";
-import { publishAcquired, publishLost, publishReleased, traceAcquire } from "../locker/events.js";
+import {
+  acquireAll,
+  type LockGroup,
+  parseAcquire,
+  timedAcquire,
+  tracedTryAcquire,
+  tryWithLock,
+  withLock,
+} from "../locker/compose.js";
+import { publishAcquired, publishLost, publishReleased } from "../locker/events.js";
 import type { LockHandle } from "../locker/handle.js";
 import type { AcquireOptions, LockerStats, TryAcquireOptions } from "../locker/locker.js";
 import { LeaderElection } from "../patterns/leader.js";
 import { Semaphore } from "../patterns/semaphore.js";
-import { linkSignals, sharedController, timeoutSignal } from "../signals.js";
+import { sharedController } from "../signals.js";
 import type { LockMode } from "../sql.js";
 import { checkInteger, checkMs, checkString, optionsObject } from "../validate.js";
 import { type LeaseQuery, leaseQueryFor, sqlState } from "./query.js";
@@ -111,26 +112,9 @@ export class LeaseLocker {
   acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LeaseHandle> {
     return this.#track(async () => {
       const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
-      const handle = await traceAcquire(
-        () => ({ key: args.key, shared: args.mode === "shared", wait: true }),
-        async () => {
-          const timeout = args.timeout;
-          const timer =
-            timeout === undefined
-              ? undefined
-              : timeoutSignal(timeout, () => new LockTimeoutError(args.key.toString(), timeout));
-          const linked = linkSignals(args.signal, timer?.signal, this.#closing.signal);
-          try {
-            const granted = await this.#request(args.key, args.mode, timeout !== 0, linked.signal);
-            if (!granted) throw new LockTimeoutError(args.key.toString(), 0);
-            return granted;
-          } finally {
-            linked.dispose();
-            timer?.dispose();
-          }
-        },
+      return timedAcquire(args, this.#closing.signal, (signal, wait) =>
+        this.#request(args.key, args.mode, wait, signal),
       );
-      return handle as Lease;
     });
   }
 
@@ -138,18 +122,9 @@ export class LeaseLocker {
   tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LeaseHandle | null> {
     return this.#track(async () => {
       const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
-      const handle = await traceAcquire(
-        () => ({ key: args.key, shared: args.mode === "shared", wait: false }),
-        async () => {
-          const linked = linkSignals(args.signal, this.#closing.signal);
-          try {
-            return await this.#request(args.key, args.mode, false, linked.signal);
-          } finally {
-            linked.dispose();
-          }
-        },
+      return tracedTryAcquire(args, this.#closing.signal, (signal) =>
+        this.#request(args.key, args.mode, false, signal),
       );
-      return handle ?? null;
     });
   }
 

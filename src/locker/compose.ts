@@ -7,6 +7,7 @@ import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
 import type { LockMode } from "../sql.js";
 import { checkBoolean, checkMs, checkSignal, optionsObject } from "../validate.js";
+import { traceAcquire } from "./events.js";
 import type { LockHandle } from "./handle.js";
 
 export interface AcquireAllOptions {
@@ -42,6 +43,58 @@ export function parseAcquire(
   if (closed) throw new ClosedError("the Locker");
   signal?.throwIfAborted();
   return { key: normalized, mode: shared ? "shared" : "exclusive", signal, timeout, fencing };
+}
+
+/**
+ * acquire()'s frame for the PostgreSQL Lockers (session and lease): the span, the timeout, and the
+ * caller's and the Locker's signals around `request`, which waits unless `wait` is false.
+ */
+export async function timedAcquire<H>(
+  args: AcquireArguments,
+  closing: AbortSignal,
+  request: (signal: AbortSignal, wait: boolean) => Promise<H | undefined>,
+): Promise<H> {
+  const handle = await traceAcquire(
+    () => ({ key: args.key, shared: args.mode === "shared", wait: true }),
+    async () => {
+      const timeout = args.timeout;
+      const timer =
+        timeout === undefined
+          ? undefined
+          : timeoutSignal(timeout, () => new LockTimeoutError(args.key.toString(), timeout));
+      const linked = linkSignals(args.signal, timer?.signal, closing);
+      try {
+        // timeout 0 means: only if it is free now.
+        const granted = await request(linked.signal, timeout !== 0);
+        if (granted === undefined) throw new LockTimeoutError(args.key.toString(), 0);
+        return granted;
+      } finally {
+        linked.dispose();
+        timer?.dispose();
+      }
+    },
+  );
+  return handle as H;
+}
+
+/** tryAcquire()'s frame for the PostgreSQL Lockers: the span, and the caller's and the Locker's signals. */
+export async function tracedTryAcquire<H>(
+  args: AcquireArguments,
+  closing: AbortSignal,
+  request: (signal: AbortSignal) => Promise<H | undefined>,
+): Promise<H | null> {
+  const handle = await traceAcquire(
+    () => ({ key: args.key, shared: args.mode === "shared", wait: false }),
+    async () => {
+      const linked = linkSignals(args.signal, closing);
+      try {
+        return await request(linked.signal);
+      } finally {
+        linked.dispose();
+      }
+    },
+  );
+  return handle ?? null;
 }
 
 export function checkFn(fn: unknown, where: string): void {

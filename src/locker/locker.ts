@@ -5,7 +5,7 @@
  */
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
 import { checkedWait, DEFAULT_DEADLOCK_TIMEOUT_MS, type DeadlockCheck } from "../deadlock.js";
-import { ClosedError, ConnectionError, LockLostError, LockTimeoutError, sessionEndedError } from "../errors.js";
+import { ClosedError, ConnectionError, LockLostError, sessionEndedError } from "../errors.js";
 import { applicationNameOf, newOwner } from "../identity.js";
 import type { LockKey, LockKeyInput } from "../key.js";
 import { type Liveness, type LivenessOptions, liveness } from "../liveness.js";
@@ -15,13 +15,21 @@ import { Semaphore } from "../patterns/semaphore.js";
 import type { Driver } from "../session/driver.js";
 import { driverFor } from "../session/drivers.js";
 import { Session } from "../session/session.js";
-import { linkSignals, sharedController, timeoutSignal } from "../signals.js";
+import { sharedController } from "../signals.js";
 import type { LockMode, Statement } from "../sql.js";
 import * as sql from "../sql.js";
 import { checkInteger, checkMs, checkString, checkTableName, optionsObject } from "../validate.js";
 import { readLocks } from "../waits.js";
-import { acquireAll, type LockGroup, parseAcquire, tryWithLock, withLock } from "./compose.js";
-import { publishAcquired, publishLost, publishReleased, traceAcquire } from "./events.js";
+import {
+  acquireAll,
+  type LockGroup,
+  parseAcquire,
+  timedAcquire,
+  tracedTryAcquire,
+  tryWithLock,
+  withLock,
+} from "./compose.js";
+import { publishAcquired, publishLost, publishReleased } from "./events.js";
 import { FencingTokens } from "./fencing.js";
 import type { LockHandle } from "./handle.js";
 import { SessionPool, type Slot } from "./sessions.js";
@@ -157,53 +165,22 @@ export class Locker {
   /** Waits until the lock is granted; rejects with `LockTimeoutError` after `timeout` ms, or `signal.reason`. */
   acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LockHandle> {
     return this.#track(async () => {
-      const {
-        key: normalized,
-        mode,
-        signal,
-        timeout,
-        fencing,
-      } = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
-      const holder = await traceAcquire(
-        () => ({ key: normalized, shared: mode === "shared", wait: true }),
-        async () => {
-          const timer =
-            timeout === undefined
-              ? undefined
-              : timeoutSignal(timeout, () => new LockTimeoutError(normalized.toString(), timeout));
-          const linked = linkSignals(signal, timer?.signal, this.#closing.signal);
-          try {
-            // timeout 0 means: only if it is free now.
-            const granted = await this.#request(normalized, mode, timeout !== 0, linked.signal);
-            if (!granted) throw new LockTimeoutError(normalized.toString(), 0);
-            if (fencing) await this.#issueToken(granted);
-            return granted;
-          } finally {
-            linked.dispose();
-            timer?.dispose();
-          }
-        },
-      );
-      return holder as Holder;
+      const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
+      return timedAcquire(args, this.#closing.signal, async (signal, wait) => {
+        const granted = await this.#request(args.key, args.mode, wait, signal);
+        if (granted && args.fencing) await this.#issueToken(granted);
+        return granted;
+      });
     });
   }
 
   /** Takes the lock if it is free now (in this Locker and on the server); null otherwise. */
   tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LockHandle | null> {
     return this.#track(async () => {
-      const { key: normalized, mode, signal } = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
-      const holder = await traceAcquire(
-        () => ({ key: normalized, shared: mode === "shared", wait: false }),
-        async () => {
-          const linked = linkSignals(signal, this.#closing.signal);
-          try {
-            return await this.#request(normalized, mode, false, linked.signal);
-          } finally {
-            linked.dispose();
-          }
-        },
+      const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
+      return tracedTryAcquire(args, this.#closing.signal, (signal) =>
+        this.#request(args.key, args.mode, false, signal),
       );
-      return holder ?? null;
     });
   }
 
