@@ -28,10 +28,12 @@ import type { LockHandle } from "../locker/handle.js";
 import type { AcquireOptions, LockerStats, TryAcquireOptions } from "../locker/locker.js";
 import { LeaderElection } from "../patterns/leader.js";
 import { Semaphore } from "../patterns/semaphore.js";
+import { PendingCalls } from "../pending.js";
+import { sqlState } from "../session/driver.js";
 import { sharedController } from "../signals.js";
 import type { LockMode } from "../sql.js";
 import { checkInteger, checkMs, checkString, optionsObject } from "../validate.js";
-import { type LeaseQuery, leaseQueryFor, sqlState } from "./query.js";
+import { type LeaseQuery, leaseQueryFor } from "./query.js";
 import { checkLeaseTable, type LeaseStatements, leaseStatements } from "./sql.js";
 import { localWakeups, pause, wake } from "./wakeups.js";
 
@@ -80,7 +82,7 @@ export class LeaseLocker {
   readonly #table: string;
   readonly #holderPrefix: string;
   readonly #closing = sharedController();
-  readonly #pending = new Set<Promise<unknown>>();
+  readonly #pending = new PendingCalls();
   readonly #held = new Set<Lease>();
   #holders = 0;
   #waiting = 0;
@@ -177,21 +179,15 @@ export class LeaseLocker {
 
   async #close() {
     this.#closing.abort(new ClosedError("the Locker"));
-    await Promise.allSettled(this.#pending);
+    await this.#pending.settled();
     const lost = new LockLostError("the Locker was closed while the lock was held");
-    const held = [...this.#held];
-    for (const handle of held) handle.lose(lost);
-    await Promise.allSettled(held.map((handle) => this.#releaseOnServer(handle)));
+    // Each lost handle takes its entry back (lost() → #forget, tracked): wait for those statements.
+    for (const handle of [...this.#held]) handle.lose(lost);
+    await this.#pending.settled();
   }
 
   #track<T>(run: () => Promise<T>): Promise<T> {
-    const promise = run();
-    const settled: Promise<unknown> = promise.then(
-      () => this.#pending.delete(settled),
-      () => this.#pending.delete(settled),
-    );
-    this.#pending.add(settled);
-    return promise;
+    return this.#pending.track(run());
   }
 
   /** Tries, and while `wait`, tries again after pauses that double up to maxPollMs (or a local release). */

@@ -68,5 +68,3 @@ export function leaseError(error: unknown): Error {
   if (endsSession(error)) return new ConnectionError(`a lease statement failed: ${message}`, { cause: error });
   return new DatabaseError(`a lease statement failed (SQLSTATE ${state}): ${message}`, { cause: error });
 }
-
-export { sqlState };

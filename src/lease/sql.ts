@@ -18,6 +18,7 @@
  * the newest committed version of it, so a grant is atomic in one statement, under READ COMMITTED,
  * with no lock held across statements. https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
  */
+import { TIMELINE_SQL } from "../locker/fencing.js";
 import { checkTableName } from "../validate.js";
 
 /**
@@ -68,9 +69,7 @@ export interface LeaseStatements {
 }
 
 export function leaseStatements(table: string): LeaseStatements {
-  const token =
-    "((('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int8) " +
-    `<< ${LEASE_TIMELINE_SHIFT}) + pg_catalog.nextval('${table}_token')`;
+  const token = `((${TIMELINE_SQL}) << ${LEASE_TIMELINE_SHIFT}) + pg_catalog.nextval('${table}_token')`;
   // Conflicting holders: alive, not the requester itself (a retried grant of the same holder id is
   // the same lease), and not both shared.
   const conflicts = (row: string, shared: string) =>

@@ -25,6 +25,14 @@ export function fencingTableSql(table = "pglock_fencing"): string {
 /** A token is (timeline << 40) + n: 2^40 grants per key per timeline, timelines up to 2^23 - 1. */
 export const TIMELINE_SHIFT = 40;
 
+/**
+ * The server's timeline as an int8: the first 8 hex digits of the current WAL file's name. Fails on a
+ * standby (no current WAL position), where no token may be drawn anyway.
+ * https://www.postgresql.org/docs/current/continuous-archiving.html#BACKUP-TIMELINES
+ */
+export const TIMELINE_SQL =
+  "('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int8";
+
 export class FencingTokens {
   readonly #table: string;
   #created: Promise<void> | undefined;
@@ -47,7 +55,7 @@ export class FencingTokens {
     const rows = await session.query({
       text:
         `INSERT INTO ${this.#table} AS f (lock_key, token) ` +
-        `SELECT $1, ((('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int8) << ${TIMELINE_SHIFT}) + 1 ` +
+        `SELECT $1, ((${TIMELINE_SQL}) << ${TIMELINE_SHIFT}) + 1 ` +
         "WHERE pg_catalog.pg_backend_pid() = $2::int4 " +
         "ON CONFLICT (lock_key) DO UPDATE SET token = GREATEST(f.token + 1, EXCLUDED.token) " +
         "RETURNING token::text AS token, pg_catalog.pg_backend_pid() AS backend_pid",

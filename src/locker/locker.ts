@@ -12,6 +12,7 @@ import { type Liveness, type LivenessOptions, liveness } from "../liveness.js";
 import { LeaderElection } from "../patterns/leader.js";
 import { notifierOf } from "../patterns/notifier.js";
 import { Semaphore } from "../patterns/semaphore.js";
+import { PendingCalls } from "../pending.js";
 import type { Driver } from "../session/driver.js";
 import { driverFor } from "../session/drivers.js";
 import { Session } from "../session/session.js";
@@ -129,7 +130,7 @@ export class Locker {
   readonly #keys = new Map<string, KeyState>();
   readonly #slotKeys = new Map<Slot, Set<KeyState>>();
   readonly #closing = sharedController();
-  readonly #pending = new Set<Promise<unknown>>();
+  readonly #pending = new PendingCalls();
   #held = 0;
   #waiting = 0;
   #closed: Promise<void> | undefined;
@@ -237,7 +238,7 @@ export class Locker {
 
   async #close() {
     this.#closing.abort(new ClosedError("the Locker"));
-    await Promise.allSettled(this.#pending);
+    await this.#pending.settled();
     const lost = new LockLostError("the Locker was closed while the lock was held");
     for (const state of this.#keys.values()) this.#loseHolders(state, lost);
     await Promise.all([...this.#dedicated].map((session) => session.release()));
@@ -341,13 +342,7 @@ export class Locker {
   }
 
   #track<T>(run: () => Promise<T>): Promise<T> {
-    const promise = run();
-    const settled: Promise<unknown> = promise.then(
-      () => this.#pending.delete(settled),
-      () => this.#pending.delete(settled),
-    );
-    this.#pending.add(settled);
-    return promise;
+    return this.#pending.track(run());
   }
 
   #stateOf(key: LockKey): KeyState {
