@@ -205,9 +205,10 @@ describe("pglock ls, key, help", () => {
   });
 
   it("every key that key and ls print, negative ones included, is accepted back by run --id and --pair", async () => {
-    const name = "cleanup-task"; // hashes to a negative int64
+    const name = negativeName(); // this test's own: the examples lock "cleanup-task" in parallel
     const printed = (await pglock(["key", name])).stdout.split("\n")[0] as string;
-    expect(printed).toBe("-7671976228194938313");
+    expect(printed).toBe(String(hashKey(name)));
+    expect(printed.startsWith("-")).toBe(true);
     const pair: [number, number] = [-(2 ** 31), -Math.floor(Math.random() * 2 ** 31)];
     const locker = createLocker(makePool());
     lockers.push(locker);
@@ -235,12 +236,16 @@ describe("pglock ls, key, help", () => {
   });
 
   it("key prints the hash and the pg_locks query that finds it", async () => {
-    const result = await pglock(["key", "cleanup-task"]);
-    expect(result.stdout.split("\n")[0]).toBe("-7671976228194938313");
+    expect((await pglock(["key", "cleanup-task"])).stdout.split("\n")[0]).toBe("-7671976228194938313");
+    // The lock itself on a name of this test's own: examples/scheduled-job.ts locks "cleanup-task",
+    // and test files run in parallel.
+    const name = negativeName();
+    const result = await pglock(["key", name]);
+    expect(result.stdout.split("\n")[0]).toBe(String(hashKey(name)));
     const query = result.stdout.split("\n").find((line) => line.startsWith("SELECT")) as string;
     const locker = createLocker(makePool());
     lockers.push(locker);
-    const held = await locker.acquire("cleanup-task");
+    const held = await locker.acquire(name);
     const { rows } = await makePool({ max: 1 }).query(query);
     expect(rows).toHaveLength(1);
     await held.release();
@@ -289,3 +294,11 @@ describe("pglock ls, key, help", () => {
     expect(result.stdout).toMatch(/semaphore of 2 permits/);
   });
 });
+
+/** A name of this run's own whose key is a negative int64 (as "cleanup-task"'s is). */
+function negativeName(): string {
+  for (;;) {
+    const name = uniqueName("negative");
+    if (hashKey(name) < 0n) return name;
+  }
+}

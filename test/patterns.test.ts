@@ -272,9 +272,11 @@ describe("inspectLocks", () => {
       expect(awaiting.waitingSince).toBeInstanceOf(Date);
       expect(awaiting.waitingMs).toBeGreaterThanOrEqual(0);
     }
-    const pair = (await inspectLocks(pool)).find((r) => r.key.pair);
-    expect(pair?.key.pair).toEqual([-5, 2 ** 31 - 1]);
-    expect(pair?.mode).toBe("shared");
+    // This test's pair, not the first pair on the server: test files run in parallel, and others hold pairs.
+    const pairs = await inspectLocks(pool, { key: [-5, 2 ** 31 - 1] });
+    expect(pairs).toHaveLength(1);
+    expect(pairs[0]?.key.pair).toEqual([-5, 2 ** 31 - 1]);
+    expect(pairs[0]?.mode).toBe("shared");
     await held.release();
     await (await waiting).release();
     await pairHeld.release();
