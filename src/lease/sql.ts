@@ -3,7 +3,8 @@
  * (no session state, no prepared statement, no advisory lock), so any pooler or HTTP driver can run
  * it. Expiry is judged by the server's clock only (`now()` of the statement's transaction).
  *
- * One row per key that someone holds or held recently:
+ * One row per key that someone holds or held within its last TTL (a released row stays until its last
+ * expiry has passed, see release):
  *
  *   CREATE SEQUENCE IF NOT EXISTS pglock_leases_token;
  *   CREATE TABLE IF NOT EXISTS pglock_leases (
@@ -61,7 +62,7 @@ export interface LeaseStatements {
   readonly acquire: string;
   /** $1 key, $2 holder, $3 ttl ms: one row when renewed; none when the holder's lease is gone or expired. */
   readonly renew: string;
-  /** $1 key, $2 holder: `released` is 1 when the holder had an entry (alive or not), else 0. */
+  /** $1 key, $2 holder: `released` is 1 when the holder had an entry (alive or not), else 0; the row stays. */
   readonly release: string;
   /** Deletes up to 100 rows whose every holder expired; `deleted` says how many. */
   readonly cleanUp: string;
@@ -97,13 +98,15 @@ export function leaseStatements(table: string): LeaseStatements {
       `WHERE l.lock_key = $1::text AND (l.holders ->> $2::text)::int8 > ${NOW_MS} ` +
       "RETURNING 1 AS renewed",
     release:
-      // The last live holder deletes the row; any other removes its entry. The UPDATE runs only when
-      // the DELETE did not (it reads the DELETE's result), so the row is never changed twice.
-      `WITH d AS (DELETE FROM ${table} AS l WHERE l.lock_key = $1::text AND l.holders ? $2::text ` +
-      `AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_each(l.holders) AS h WHERE h.key <> $2::text AND ${ALIVE}) RETURNING 1), ` +
-      `u AS (UPDATE ${table} AS l SET holders = l.holders - $2::text WHERE l.lock_key = $1::text AND l.holders ? $2::text ` +
-      "AND NOT EXISTS (SELECT 1 FROM d) RETURNING 1) " +
-      "SELECT ((SELECT count(*) FROM d) + (SELECT count(*) FROM u))::int4 AS released",
+      // The row stays, even with no holder left, until its last expiry has passed (then cleanUp
+      // deletes it): a grant then always finds the row and draws its token under the row's lock (the
+      // ON CONFLICT path). Deleted at once, a grant whose INSERT had drawn its token before a stall
+      // could insert a new row after a later holder's grant, with a lower token (seen: tokens out of
+      // grant order with 4 test files at a time on 2 CPUs). cleanUp deletes a row only after its last
+      // expiry, later than a TTL after any grant it saw: an INSERT stalled that long answers after its
+      // holder's deadline, and the Locker does not take it for a grant.
+      `WITH u AS (UPDATE ${table} AS l SET holders = l.holders - $2::text WHERE l.lock_key = $1::text ` +
+      "AND l.holders ? $2::text RETURNING 1) SELECT count(*)::int4 AS released FROM u",
     cleanUp:
       // SKIP LOCKED: clean-ups of several processes never wait for each other or for a grant.
       `WITH d AS (DELETE FROM ${table} AS l WHERE l.lock_key IN (SELECT lock_key FROM ${table} WHERE expires_at < now() ` +
