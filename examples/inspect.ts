@@ -9,7 +9,10 @@ const key = "example-inspected-job";
 
 const held = await holder.acquire(key);
 const waiting = waiter.acquire(key, { timeout: 5_000 });
-await new Promise((resolve) => setTimeout(resolve, 100));
+// until the waiter's wait has reached the server (at most 5 s)
+for (let waited = 0; (await inspectLocks(pool, { key })).length < 2 && waited < 5_000; waited += 20) {
+  await new Promise((resolve) => setTimeout(resolve, 20));
+}
 
 const locks = await inspectLocks(pool, { key });
 for (const lock of locks) {

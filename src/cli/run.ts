@@ -48,10 +48,14 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
 
   const pool = makePool(values.database, 2);
   const locker = createLocker(pool, { maxSessions: 2 });
-  // A signal while waiting for the lock gives up the wait; the command never starts.
+  // A signal while waiting for the lock gives up the wait (the command never starts); once the
+  // command runs, signals go to it. One listener serves the whole run: removing a signal's last
+  // listener restores its default action, so swapping a "give up" listener for a "forward" one left a
+  // moment, spawning the command included, when a signal killed pglock instead of reaching the command.
   const waiting = new AbortController();
-  const giveUp = (signal: NodeJS.Signals) => waiting.abort(signal);
-  for (const signal of FORWARDED) process.on(signal, giveUp);
+  let onSignal = (signal: NodeJS.Signals) => waiting.abort(signal);
+  const relay = (signal: NodeJS.Signals) => onSignal(signal);
+  for (const signal of FORWARDED) process.on(signal, relay);
   try {
     let handle: Awaited<ReturnType<typeof locker.acquire>> | null;
     try {
@@ -65,7 +69,7 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
         );
         return busyCode;
       }
-      if (waiting.signal.aborted) return 128 + (constants.signals[waiting.signal.reason as NodeJS.Signals] ?? 0);
+      if (waiting.signal.aborted) return exitCodeFor(waiting.signal.reason);
       io.error(`pglock: cannot reach the database: ${describeFailure(error)}`);
       return EXIT_UNAVAILABLE;
     }
@@ -73,26 +77,38 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
       io.error(`pglock: lock ${key} is busy`);
       return busyCode;
     }
-    for (const signal of FORWARDED) process.off(signal, giveUp);
     try {
-      return await runHolding(command, handle.signal, killAfter, lostCode, io);
+      // A signal between the grant and now: the command never starts.
+      if (waiting.signal.aborted) return exitCodeFor(waiting.signal.reason);
+      return await runHolding(command, handle.signal, killAfter, lostCode, io, (forward) => {
+        onSignal = forward;
+      });
     } finally {
       await handle.release().catch(() => {});
     }
   } finally {
-    for (const signal of FORWARDED) process.off(signal, giveUp);
+    for (const signal of FORWARDED) process.off(signal, relay);
     await locker.close();
     await pool.end();
   }
 }
 
-/** Runs the command; signals go to it; a lost lock stops it (SIGTERM, then SIGKILL after `killAfter`). */
+/** A shell's exit code for a process ended by `signal`: 128 + its number. */
+function exitCodeFor(signal: NodeJS.Signals): number {
+  return 128 + (constants.signals[signal] ?? 0);
+}
+
+/**
+ * Runs the command; `forwardSignals` gets the function that signals it, in the same tick as the spawn;
+ * a lost lock stops it (SIGTERM, then SIGKILL after `killAfter`).
+ */
 function runHolding(
   command: string[],
   lost: AbortSignal,
   killAfter: number,
   lostCode: number,
   io: { error(line: string): void },
+  forwardSignals: (forward: (signal: NodeJS.Signals) => void) => void,
 ): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(command[0] as string, command.slice(1), { stdio: "inherit" });
@@ -104,8 +120,7 @@ function runHolding(
         process.kill(child.pid, signal);
       } catch {} // it has just exited: its exit event is on the way
     };
-    const forward = (signal: NodeJS.Signals) => signalChild(signal);
-    for (const signal of FORWARDED) process.on(signal, forward);
+    forwardSignals(signalChild);
     let killTimer: NodeJS.Timeout | undefined;
     const onLost = () => {
       io.error(`pglock: the lock was lost while the command ran (${(lost.reason as Error).message}); stopping it`);
@@ -114,7 +129,6 @@ function runHolding(
     };
     lost.addEventListener("abort", onLost, { once: true });
     const finish = (code: number) => {
-      for (const signal of FORWARDED) process.off(signal, forward);
       lost.removeEventListener("abort", onLost);
       clearTimeout(killTimer);
       resolve(lost.aborted ? lostCode : code);
@@ -123,6 +137,6 @@ function runHolding(
       io.error(`pglock: cannot run ${JSON.stringify(command[0])}: ${error.message}`);
       finish(127);
     });
-    child.on("exit", (code, signal) => finish(code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0)));
+    child.on("exit", (code, signal) => finish(code ?? (signal ? exitCodeFor(signal) : 128)));
   });
 }
