@@ -70,8 +70,7 @@ describe("timeouts and aborts apply while pglock waits for a connection", () => 
       await locker.close();
     }
     // The connections pglock asked for and gave up on come back to the pool once they open.
-    await sleep(200);
-    expect(pool.totalCount - pool.idleCount).toBe(0);
+    await eventually(() => pool.totalCount - pool.idleCount === 0);
   });
 
   it("pool max 2 held by the application: 50 withLock calls with a timeout all reject with LockTimeoutError", async () => {
