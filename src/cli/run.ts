@@ -55,6 +55,9 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
   const waiting = new AbortController();
   let onSignal = (signal: NodeJS.Signals) => waiting.abort(signal);
   const relay = (signal: NodeJS.Signals) => onSignal(signal);
+  const stopRelaying = () => {
+    for (const signal of FORWARDED) process.off(signal, relay);
+  };
   for (const signal of FORWARDED) process.on(signal, relay);
   try {
     let handle: Awaited<ReturnType<typeof locker.acquire>> | null;
@@ -84,10 +87,13 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
         onSignal = forward;
       });
     } finally {
+      // The command has ended: a signal from here on ends pglock, as it would any process, even if
+      // the release hangs on a dead connection (the server frees the lock when the session ends).
+      stopRelaying();
       await handle.release().catch(() => {});
     }
   } finally {
-    for (const signal of FORWARDED) process.off(signal, relay);
+    stopRelaying();
     await locker.close();
     await pool.end();
   }
