@@ -54,14 +54,16 @@ async function failDuringHandover(index: number) {
   for (;;) {
     if (Date.now() > deadline) throw new Error(`the proxied backend ${index} never became idle`);
     await new Promise((resolve) => setTimeout(resolve, 20));
-    const port = upstreams[index]?.localPort;
-    if (port === undefined) continue;
+    const upstream = upstreams[index];
+    if (upstream?.localPort === undefined) continue;
     const { rows } = await direct.query("SELECT pid FROM pg_stat_activity WHERE client_port = $1 AND state = 'idle'", [
-      port,
+      upstream.localPort,
     ]);
     if (rows.length === 0) continue;
+    // Listen before terminating: the socket may close before the terminate's answer is read.
+    const closed = new Promise<void>((resolve) => upstream.once("close", () => resolve()));
     await direct.query("SELECT pg_terminate_backend($1)", [rows[0].pid]);
-    await new Promise<void>((resolve) => upstreams[index]?.once("close", () => resolve()));
+    await closed;
     releases[index]?.();
     return;
   }

@@ -232,7 +232,8 @@ async function runDrill(drill: Drill) {
     const idleBy = Date.now() + 30_000;
     while (idle.size < WORKERS && Date.now() < idleBy) await sleep(100);
     for (const child of workers) child.stdin?.end();
-    await Promise.all(workers.map((child) => new Promise((resolve) => child.once("exit", resolve))));
+    const exited = (child: (typeof workers)[number]) => child.exitCode !== null || child.signalCode !== null;
+    await Promise.all(workers.map((child) => exited(child) || new Promise((resolve) => child.once("exit", resolve))));
 
     // When the holders were told, and when another client could take their keys again.
     drillOver = true;
