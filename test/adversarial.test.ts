@@ -230,7 +230,9 @@ describe("the ms options: 0 means none of it", () => {
 
 describe("a connection that fails while pg-pool hands it over (issue #13's chaos crash)", () => {
   it("rejects the acquire with ConnectionError, and the process does not crash", async () => {
-    const result = await run(...program("test/support/handover-child.ts"), { DATABASE_URL: databaseUrl() });
+    // Bounded below the test's own timeout, so a hung child fails with what it printed.
+    const result = await run(...program("test/support/handover-child.ts"), { DATABASE_URL: databaseUrl() }, 45_000);
+    expect(result.signal, result.stdout).toBeNull();
     expect(result.stderr).not.toContain("Unhandled 'error' event");
     expect(result.stdout).toContain("locker: rejected ERR_PGLOCK_CONNECTION");
     expect(result.stdout).toContain("own checkout: query failed");

@@ -204,8 +204,17 @@ describe("the installed package", () => {
     const env = { DATABASE_URL: databaseUrl() };
     const keyText = (name: string) => lockKey(name).toString();
     for (const file of ["otel.mjs", "otel.cjs"]) {
-      const result = await run(process.execPath, ["--import", pathToFileURL(tsx).href, join(project, file)], env);
-      expect(result.stderr, file).toBe("");
+      // Bounded below the test's own timeout, so a hung child fails with what it printed.
+      const result = await run(
+        process.execPath,
+        ["--import", pathToFileURL(tsx).href, join(project, file)],
+        env,
+        25_000,
+      );
+      expect({ signal: result.signal, stdout: result.stdout, stderr: result.stderr }, file).toMatchObject({
+        signal: null,
+        stderr: "",
+      });
       expect(JSON.parse(result.stdout), file).toEqual(expectedSummary(key, keyText, false));
     }
   });
