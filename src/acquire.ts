@@ -29,6 +29,8 @@ export interface AcquireOptions {
    * deadlock.ts): treated as the signal's reason is.
    */
   interrupted?: () => Error | undefined;
+  /** What the waiting task holds, published in the wait's text for the deadlock checks (waits.ts). */
+  holds?: () => readonly { pid: number; key: LockKey }[];
 }
 
 /**
@@ -41,40 +43,46 @@ export interface AcquireOptions {
 export async function waitForLock(session: Session, key: LockKey, mode: LockMode, options: AcquireOptions = {}) {
   const { signal } = options;
   const holdsMode = options.holdsMode ?? (() => false);
-  const outcome = await session.run(sql.waitLock(key, mode), {
-    signal,
-    cancelOnAbort: () => !holdsMode(),
-    waits: true,
-  });
   const reason = () => (signal?.aborted ? signal.reason : options.interrupted?.());
-  if (outcome.status === "skipped") throw outcome.reason;
-  if (outcome.status === "done") {
-    const given = reason();
-    if (given !== undefined) {
-      await releaseLevel(session, key, mode, { first: true });
-      throw given;
+  for (;;) {
+    const sliceMs = session.waitSliceMs;
+    const statement = sql.waitLock(key, mode, { sliceMs, holds: options.holds?.() });
+    const outcome = await session.run(statement, { signal, cancelOnAbort: () => !holdsMode(), waits: true });
+    if (outcome.status === "skipped") throw outcome.reason;
+    if (outcome.status === "done") {
+      const given = reason();
+      if (given !== undefined) {
+        await releaseLevel(session, key, mode, { first: true });
+        throw given;
+      }
+      return;
     }
-    return;
-  }
-  const state = sqlState(outcome.error);
-  if (state === "57014" || state === "55P03") {
-    // query_canceled / lock_not_available: not proof that the lock was refused.
-    if (holdsMode()) {
-      await session.discard(
-        new ConnectionError(
-          `lock ${key}: the server ended a re-entrant lock call; the session was ended to leave no doubt`,
-        ),
-      );
-      throw new ConnectionError(`lock ${key}: the session was ended because its lock count became uncertain`, {
-        cause: outcome.error,
-      });
+    const state = sqlState(outcome.error);
+    if (state === "55P03" && sliceMs !== undefined && reason() === undefined && !holdsMode()) {
+      // The slice ended (sql.waitLock). PostgreSQL can grant the lock as its lock_timeout fires,
+      // and still fail the statement: pg_locks says which.
+      if (await isGranted(session, key, mode)) return;
+      continue;
     }
-    await undoIfGranted(session, key, mode);
-    const given = reason();
-    if (given !== undefined) throw given;
-    throw new LockTimeoutError(key.toString(), undefined, { cause: outcome.error });
+    if (state === "57014" || state === "55P03") {
+      // query_canceled / lock_not_available: not proof that the lock was refused.
+      if (holdsMode()) {
+        await session.discard(
+          new ConnectionError(
+            `lock ${key}: the server ended a re-entrant lock call; the session was ended to leave no doubt`,
+          ),
+        );
+        throw new ConnectionError(`lock ${key}: the session was ended because its lock count became uncertain`, {
+          cause: outcome.error,
+        });
+      }
+      await undoIfGranted(session, key, mode);
+      const given = reason();
+      if (given !== undefined) throw given;
+      throw new LockTimeoutError(key.toString(), undefined, { cause: outcome.error });
+    }
+    throw lockError(outcome.error, key);
   }
-  throw lockError(outcome.error, key);
 }
 
 /**
@@ -123,16 +131,24 @@ export async function releaseLevels(session: Session, key: LockKey, mode: LockMo
 }
 
 async function undoIfGranted(session: Session, key: LockKey, mode: LockMode) {
+  let granted: boolean;
+  try {
+    granted = await isGranted(session, key, mode);
+  } catch {
+    return; // the session was ended, and with it whatever it held
+  }
+  if (granted) await releaseLevel(session, key, mode, { first: true });
+}
+
+/** Whether pg_locks shows the lock granted to this session; a session that cannot tell is ended. */
+async function isGranted(session: Session, key: LockKey, mode: LockMode): Promise<boolean> {
   const outcome = await session.run(sql.holdsLock(key, mode), { first: true });
   if (outcome.status !== "done") {
-    if (!session.isLost) {
-      await session.discard(
-        new ConnectionError(`could not learn whether lock ${key} was granted; the session was ended`),
-      );
-    }
-    return;
+    const error = new ConnectionError(`could not learn whether lock ${key} was granted; the session was ended`);
+    if (!session.isLost) await session.discard(error);
+    throw error;
   }
-  if (outcome.rows[0]?.granted === true) await releaseLevel(session, key, mode, { first: true });
+  return outcome.rows[0]?.granted === true;
 }
 
 /** Maps a driver error from a lock statement to pglock's error classes. */

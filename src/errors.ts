@@ -15,6 +15,7 @@ export type PglockErrorCode =
   | "ERR_PGLOCK_TIMEOUT"
   | "ERR_PGLOCK_LOST"
   | "ERR_PGLOCK_DEADLOCK"
+  | "ERR_PGLOCK_ALREADY_HELD"
   | "ERR_PGLOCK_LOCK_TABLE_FULL"
   | "ERR_PGLOCK_READ_ONLY_SERVER"
   | "ERR_PGLOCK_NOT_HELD"
@@ -109,8 +110,9 @@ export function sessionEndedError(key: { toString(): string }, reason: unknown):
 
 /**
  * A deadlock, and this wait was chosen to fail: PostgreSQL detected it among its sessions (SQLSTATE
- * 40P01), or pglock detected it between Lockers or seed Locks (then `cycle` says who waited for what).
- * The locks the caller already holds stay held: release them so the other side can go on.
+ * 40P01), or pglock detected a cycle of tasks, each known to hold what the one before it waits for
+ * (then `cycle` says who waited for what). The locks the caller already holds stay held: release
+ * them so the other side can go on.
  */
 export class DeadlockError extends PglockError {
   /** The cycle pglock found, or undefined when PostgreSQL found it. */
@@ -122,6 +124,19 @@ export class DeadlockError extends PglockError {
       options,
     );
     this.cycle = options?.cycle;
+  }
+}
+
+/**
+ * The calling task already holds this key on this Locker (it is inside `withLock` for it, or passed
+ * its handle in `holding`), so waiting for it would wait for itself. Thrown at once, before anything
+ * reaches the database; `reentrant: true` makes such a call one more level of the held lock instead.
+ */
+export class AlreadyHeldError extends PglockError {
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super("ERR_PGLOCK_ALREADY_HELD", message);
+    this.key = key;
   }
 }
 

@@ -3,10 +3,14 @@
  * application_name of every session it opens, so that pg_stat_activity (and `pglock ls`, and the
  * deadlock check between Lockers) can tell who holds and who waits.
  *
- * The format is `<name> <host>:<process id> <locker|lock>-<n>`, at most 63 bytes: application_name
- * is cut at NAMEDATALEN - 1 bytes, and PostgreSQL replaces any character outside printable ASCII
- * with `?` (https://www.postgresql.org/docs/current/runtime-config-logging.html#GUC-APPLICATION-NAME).
+ * The format is `<name> <host>:<process id> <locker|lock>-<n> <nonce>`, at most 63 bytes:
+ * application_name is cut at NAMEDATALEN - 1 bytes, and PostgreSQL replaces any character outside
+ * printable ASCII with `?` (https://www.postgresql.org/docs/current/runtime-config-logging.html#GUC-APPLICATION-NAME).
  * The user's name comes first and is shortened first; the host is shortened to 24 characters.
+ *
+ * The nonce is drawn once per process: in containers every process may be pid 1, on host names that
+ * share their first 24 characters (`billing-worker-deployment-7d9f8b6c4-abcde` and `-fghij`), and
+ * host and pid alone then name two processes as one (issue #23).
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
@@ -25,12 +29,16 @@ export interface SessionOwner {
   kind: OwnerKind;
   /** The Locker's or Lock's number in its process, from 1 in the order they were made. */
   number: number;
+  /** Random, drawn once per process (8 hex digits): tells apart processes with the same host and pid. */
+  nonce: string;
 }
 
 const MAX_BYTES = 63;
 const MAX_HOST = 24;
 const counters: Record<OwnerKind, number> = { locker: 0, lock: 0 };
 let thisHost: string | undefined;
+/** This process's nonce. */
+export const processNonce = randomBytes(4).toString("hex");
 
 function printable(text: string): string {
   return text.replace(/[^\x20-\x7e]/g, "?");
@@ -44,7 +52,14 @@ function localHost(): string {
 /** The owner a new Locker or Lock of this process is. */
 export function newOwner(kind: OwnerKind, application: string): SessionOwner {
   counters[kind]++;
-  return { application, host: localHost(), processId: process.pid, kind, number: counters[kind] };
+  return {
+    application,
+    host: localHost(),
+    processId: process.pid,
+    kind,
+    number: counters[kind],
+    nonce: processNonce,
+  };
 }
 
 /** The application_name that says whose a session is. */
@@ -54,7 +69,7 @@ export function applicationNameOf(owner: SessionOwner): string {
   return printable(owner.application).slice(0, room) + suffix;
 }
 
-const FORMAT = /^(.*) (\S+):(\d+) (locker|lock)-(\d+)$/;
+const FORMAT = /^(.*) (\S+):(\d+) (locker|lock)-(\d+) ([0-9a-f]{8})$/;
 
 /** The owner a session's application_name names, or undefined when it is not a pglock session's. */
 export function ownerOf(applicationName: string | null | undefined): SessionOwner | undefined {
@@ -66,21 +81,18 @@ export function ownerOf(applicationName: string | null | undefined): SessionOwne
     processId: Number(match[3]),
     kind: match[4] as OwnerKind,
     number: Number(match[5]),
+    nonce: match[6] as string,
   };
 }
 
-/** How an owner reads in a table or a message: `web-1:4242 locker-2`. */
+/** How an owner reads in a table or a message: `web-1:4242 locker-2 3f9a1c2e`. */
 export function ownerLabel(owner: SessionOwner): string {
-  return `${owner.host}:${owner.processId} ${owner.kind}-${owner.number}`;
+  return `${owner.host}:${owner.processId} ${owner.kind}-${owner.number} ${owner.nonce}`;
 }
 
-/**
- * The party an owner is in a wait-for graph. A Locker is one party, as PostgreSQL counts a session
- * as one: its callers hold and wait on many sessions. A process's seed Locks are one party too: code
- * that holds one Lock and waits on another is one holder waiting.
- */
-export function partyOf(owner: SessionOwner): string {
-  return owner.kind === "locker" ? ownerLabel(owner) : `${owner.host}:${owner.processId} locks`;
+/** Whether two sessions belong to one process (same host, pid and nonce). */
+export function sameProcess(a: SessionOwner, b: SessionOwner): boolean {
+  return a.nonce === b.nonce && a.processId === b.processId && a.host === b.host;
 }
 
 let leaseLockers = 0;

@@ -1,4 +1,5 @@
 export {
+  AlreadyHeldError,
   ClosedError,
   ConnectionError,
   DatabaseError,
@@ -19,8 +20,8 @@ export { createLeaseLocker, type LeaseHandle, LeaseLocker, type LeaseLockerOptio
 export type { QueryFunction } from "./lease/query.js";
 export { leaseTableSql } from "./lease/sql.js";
 export type { LivenessOptions } from "./liveness.js";
-export { type CallOptions, Lock, type NewLockOptions, newLock } from "./lock.js";
-export { type AcquireAllOptions, LockGroup } from "./locker/compose.js";
+export { type CallOptions, Lock, type NewLockOptions, newLock, type WaitOptions } from "./lock.js";
+export { type AcquireAllOptions, LockGroup, type TaskOptions } from "./locker/compose.js";
 export {
   type AcquiredEvent,
   type AcquireEndEvent,

@@ -3,11 +3,12 @@
  * is held is held, and one it says is released is released.
  */
 import { releaseLevel, releaseLevels, tryLock, waitForLock } from "./acquire.js";
-import { checkedWait, DEFAULT_DEADLOCK_TIMEOUT_MS, type DeadlockCheck } from "./deadlock.js";
-import { ClosedError, ConnectionError, LockNotHeldError, sessionEndedError } from "./errors.js";
+import { DEFAULT_DEADLOCK_TIMEOUT_MS, DeadlockWatch } from "./deadlock.js";
+import { ClosedError, ConnectionError, InvalidArgumentError, LockNotHeldError, sessionEndedError } from "./errors.js";
 import { applicationNameOf, newOwner } from "./identity.js";
-import { type LockKey, type LockKeyInput, lockKey } from "./key.js";
+import { describe, type LockKey, type LockKeyInput, lockKey } from "./key.js";
 import { type LivenessOptions, liveness } from "./liveness.js";
+import type { Driver } from "./session/driver.js";
 import { driverFor } from "./session/drivers.js";
 import { Session } from "./session/session.js";
 import { linkSignals, sharedController, untilAborted } from "./signals.js";
@@ -21,12 +22,23 @@ export interface CallOptions {
   signal?: AbortSignal | undefined;
 }
 
+/** Options of waitAndLock and waitAndRLock. */
+export interface WaitOptions extends CallOptions {
+  /**
+   * Other Locks this caller holds while it waits, for the deadlock check (as go-pglock, pglock looks
+   * for no deadlock between seed Locks unless told): `await b.waitAndLock({ holding: [a] })`. A
+   * cycle of such waits, across processes and with Lockers' nested calls, fails one of them with
+   * `DeadlockError`. A Lock on a caller's own pg.Client cannot look.
+   */
+  holding?: readonly Lock[] | undefined;
+}
+
 /** With `keepaliveMs`, `probeTimeoutMs` and `serverKeepaliveMs`, as a Locker's (see liveness.ts). */
 export interface NewLockOptions extends CallOptions, LivenessOptions {
   /**
-   * How long a wait (waitAndLock, waitAndRLock) lasts before the Lock looks for a deadlock with
-   * Lockers or other seed Locks, and how often it looks again (default 1000; 0: never look). Each look
-   * opens a session (a pool checkout) for its two statements; a Lock on a caller's pg.Client cannot look.
+   * How long a wait (waitAndLock, waitAndRLock) with `holding` lasts before the Lock looks for a
+   * deadlock, and how often it looks again (default 1000; 0: never look). One look serves every such
+   * wait on the same pool; it opens a session (a pool checkout) for its statement.
    */
   deadlockTimeoutMs?: number | undefined;
   /**
@@ -55,17 +67,31 @@ export async function newLock(db: unknown, key: LockKeyInput, options: NewLockOp
   const deadlockTimeoutMs =
     checkMs(options.deadlockTimeoutMs, "newLock", "deadlockTimeoutMs") ?? DEFAULT_DEADLOCK_TIMEOUT_MS;
   const driver = driverFor(db, "newLock", { allowClient: true });
-  // The Lock's own session is busy waiting: a look opens another session, only while a wait lasts.
-  const deadlock: DeadlockCheck = {
-    delayMs: driver.ownsConnections ? deadlockTimeoutMs : 0,
-    read: () => readLocksOn(driver),
-  };
+  const deadlock = deadlockWatchOf(db as object, driver, driver.ownsConnections ? deadlockTimeoutMs : 0);
   const applicationName = applicationNameOf(newOwner("lock", name));
   const opening = Session.open(driver, { applicationName, keepaliveMs, probeTimeoutMs, serverSettings });
   if (!signal) return new Lock(await opening, normalized, deadlock);
   // A pool checkout cannot be cancelled: when the caller gives up first, the session goes straight back.
   const session = await untilAborted(opening, signal, (late) => late.release());
   return new Lock(session, normalized, deadlock);
+}
+
+/**
+ * One deadlock watch per pool and delay: one look serves every watched wait of this process's Locks
+ * on it. The Lock's own session is busy waiting: a look opens another session, only while a watched
+ * wait lasts.
+ */
+const watches = new WeakMap<object, Map<number, DeadlockWatch>>();
+function deadlockWatchOf(db: object, driver: Driver, delayMs: number): DeadlockWatch {
+  const byDelay = watches.get(db) ?? new Map<number, DeadlockWatch>();
+  watches.set(db, byDelay);
+  let watch = byDelay.get(delayMs);
+  if (!watch) {
+    const server: { version?: number } = {};
+    watch = new DeadlockWatch(delayMs, () => readLocksOn(driver, undefined, server));
+    byDelay.set(delayMs, watch);
+  }
+  return watch;
 }
 
 /** One lock key over one dedicated session. Locks stack as in PostgreSQL: n locks need n unlocks. */
@@ -78,11 +104,11 @@ export class Lock {
   readonly #releasing: Record<LockMode, number> = { exclusive: 0, shared: 0 };
   readonly #inFlight = new Set<Promise<unknown>>();
   readonly #lost = new AbortController();
-  readonly #deadlock: DeadlockCheck;
+  readonly #deadlock: DeadlockWatch;
   #closed: Promise<void> | undefined;
 
   /** @internal use {@link newLock} */
-  constructor(session: Session, key: LockKey, deadlock: DeadlockCheck) {
+  constructor(session: Session, key: LockKey, deadlock: DeadlockWatch) {
     this.#session = session;
     this.key = key;
     this.#deadlock = deadlock;
@@ -114,13 +140,13 @@ export class Lock {
   }
 
   /** Waits until the lock is granted exclusively (pg_advisory_lock: the server hands it over, no polling). */
-  waitAndLock(options?: CallOptions): Promise<void> {
-    return this.#call("waitAndLock", options, (signal) => this.#wait("exclusive", signal));
+  waitAndLock(options?: WaitOptions): Promise<void> {
+    return this.#call("waitAndLock", options, (signal) => this.#wait("exclusive", signal, "waitAndLock", options));
   }
 
   /** Waits until the lock is granted shared (pg_advisory_lock_shared). */
-  waitAndRLock(options?: CallOptions): Promise<void> {
-    return this.#call("waitAndRLock", options, (signal) => this.#wait("shared", signal));
+  waitAndRLock(options?: WaitOptions): Promise<void> {
+    return this.#call("waitAndRLock", options, (signal) => this.#wait("shared", signal, "waitAndRLock", options));
   }
 
   /** Releases one exclusive level; false (and no error) when this Lock holds none. */
@@ -190,12 +216,32 @@ export class Lock {
     return granted;
   }
 
-  async #wait(mode: LockMode, signal: AbortSignal) {
+  /** The `holding` option, checked before anything reaches the server. */
+  #holding(name: string, options: WaitOptions | undefined): readonly Lock[] {
+    const holding = options !== null && typeof options === "object" ? options.holding : undefined;
+    if (holding === undefined) return [];
+    if (!Array.isArray(holding) || holding.some((lock) => !(lock instanceof Lock))) {
+      throw new InvalidArgumentError(
+        `Lock.${name}: options.holding must be an array of the Locks this caller holds, got ${describe(holding)}`,
+      );
+    }
+    return holding;
+  }
+
+  /** What this Lock holds on the server now: its session and key, while it holds a level. */
+  #heldOnServer(): { pid: number; key: LockKey } | undefined {
+    const held = this.#levels.exclusive + this.#levels.shared > 0 && !this.#session.isLost;
+    return held ? { pid: this.#session.backendPid, key: this.key } : undefined;
+  }
+
+  async #wait(mode: LockMode, signal: AbortSignal, name: string, options: WaitOptions | undefined) {
+    const holding = this.#holding(name, options);
     const holdsMode = () => this.#levels[mode] > 0;
     const session = this.#session;
     const wait = { pid: session.backendPid, key: this.key, cancel: () => session.cancelWait() };
-    await checkedWait(this.#deadlock, wait, (interrupted) =>
-      waitForLock(session, this.key, mode, { signal, holdsMode, interrupted }),
+    const holds = () => holding.flatMap((lock) => lock.#heldOnServer() ?? []);
+    await this.#deadlock.run(wait, holds().length > 0, (interrupted) =>
+      waitForLock(session, this.key, mode, { signal, holdsMode, interrupted, holds }),
     );
     this.#levels[mode]++;
   }

@@ -73,10 +73,65 @@ export function tryLock(key: LockKey, mode: LockMode): Statement {
   return hot("pg_try_advisory_lock", mode, key);
 }
 
-/** Waits on the server until granted (no polling: a release hands over to the next waiter at once). */
-export function waitLock(key: LockKey, mode: LockMode): Statement {
-  // The function returns void, which IS NOT NULL: ok is true once granted.
-  return hot("pg_advisory_lock", mode, key, (call) => `${call} IS NOT NULL`);
+/**
+ * Waits on the server until granted (no polling: a release hands over to the next waiter at once).
+ *
+ * With `sliceMs`, the wait lasts at most that long and then fails with 55P03 (lock_not_available),
+ * and the caller waits again. A statement holds a snapshot while it runs, so an endless wait would
+ * hold back the xmin horizon (VACUUM) and block `CREATE INDEX CONCURRENTLY`, which waits for every
+ * older snapshot, while the waiters wait for the migration that runs it (issue #23). lock_timeout is
+ * set for this statement's implicit transaction only (set_config's is_local), from a subquery that
+ * is evaluated before the lock call: a volatile function keeps the planner from pulling it up.
+ * https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-LOCK-TIMEOUT
+ *
+ * `holds` publishes what the waiting task holds (its sessions and keys) at the head of the text,
+ * where pg_stat_activity.query shows it to the deadlock checks of other processes (waits.ts). A wait
+ * whose task holds nothing sends the one prepared text, as before.
+ */
+export function waitLock(
+  key: LockKey,
+  mode: LockMode,
+  options: { sliceMs?: number; holds?: readonly { pid: number; key: LockKey }[] } = {},
+): Statement {
+  const { sliceMs, holds = [] } = options;
+  if (sliceMs === undefined && holds.length === 0) {
+    // The function returns void, which IS NOT NULL: ok is true once granted.
+    return hot("pg_advisory_lock", mode, key, (call) => `${call} IS NOT NULL`);
+  }
+  const { args, values } = keyArgs(key);
+  const sliced = sliceMs !== undefined;
+  const from = sliced
+    ? ` FROM (SELECT pg_catalog.set_config('lock_timeout', $${values.length + 1}::text, true)) AS slice`
+    : "";
+  const statementValues = sliced ? [...values, String(Math.max(1, Math.round(sliceMs)))] : values;
+  if (holds.length === 0) {
+    const id = `pg_advisory_lock${suffix(mode)}/${key.pair ? 2 : 1}/sliced`;
+    let text = hotTexts.get(id);
+    if (text === undefined) {
+      text = onOwnBackend(
+        `pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NOT NULL`,
+        statementValues,
+        "ok",
+        from,
+      ).text;
+      hotTexts.set(id, text);
+    }
+    return { text, values: statementValues, guarded: true, prepare: true };
+  }
+  const claim = holds.map((held) => `${held.pid}:${lockTag(held.key).join(".")}`).join(" ");
+  const text = onOwnBackend(
+    `pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NOT NULL`,
+    statementValues,
+    "ok",
+    from,
+  ).text;
+  // Only digits, dots, colons and spaces go into the comment: pids and pg_locks tags pglock computed.
+  return { text: `/* pglock holds ${claim} */ ${text}`, values: statementValues, guarded: true };
+}
+
+/** The server's version as a number (150004 for 15.4). */
+export function serverVersion(): Statement {
+  return { text: "SELECT pg_catalog.current_setting('server_version_num')::int AS v", values: [] };
 }
 
 /** One row `{ ok: boolean }`: false when this session did not hold the lock in that mode. */
@@ -132,7 +187,8 @@ export function advisoryLocks(options: { key?: LockKey | undefined; waitstart: b
     text: `SELECT l.classid::text AS classid, l.objid::text AS objid, l.objsubid, l.mode, l.granted, l.pid,
               a.usename AS user, a.application_name, a.client_addr::text AS client_address,
               ${waitstart} AS waiting_since, pg_catalog.now() AS now,
-              CASE WHEN l.granted THEN '{}' ELSE pg_catalog.pg_blocking_pids(l.pid)::text END AS waiting_for
+              CASE WHEN l.granted THEN '{}' ELSE pg_catalog.pg_blocking_pids(l.pid)::text END AS waiting_for,
+              CASE WHEN l.granted THEN NULL ELSE a.query END AS query
          FROM pg_catalog.pg_locks l
          LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
         WHERE l.locktype = 'advisory'
@@ -176,7 +232,9 @@ export function describeSession(settings: readonly (readonly [string, string])[]
     "SELECT pg_catalog.pg_is_in_recovery() AS in_recovery, pg_catalog.pg_backend_pid() AS backend_pid, " +
     // As epoch seconds: a timestamp's text depends on the session's DateStyle and TimeZone.
     "(SELECT pg_catalog.date_part('epoch', a.backend_start) FROM pg_catalog.pg_stat_activity a " +
-    "WHERE a.pid = pg_catalog.pg_backend_pid())::text AS backend_start";
+    "WHERE a.pid = pg_catalog.pg_backend_pid())::text AS backend_start, " +
+    // In ms whatever unit the setting was given in: waits are sliced just beyond it (waitLock).
+    "(SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name = 'deadlock_timeout')::int AS deadlock_timeout_ms";
   const columns = settings.map((_, i) => {
     const [name, value] = [`$${2 * i + 1}`, `$${2 * i + 2}`];
     // current_setting(name, true) is null for a setting this version does not have; the target list

@@ -1,14 +1,16 @@
 /**
- * Who waits for whom, among parties rather than server sessions. PostgreSQL's deadlock detector sees
- * only sessions, and a Locker holds and waits on different sessions (its waits run on sessions that
- * hold nothing), so a cycle between two Lockers is invisible to it. Grouping sessions by the party
- * that owns them (identity.ts: a Locker, or a process's seed Locks) makes the cycle visible. A session
- * pglock did not open is a party of its own, as PostgreSQL sees it.
+ * Who waits for whom. PostgreSQL's deadlock detector sees only sessions, and a Locker holds and waits
+ * on different sessions (its waits run on sessions that hold nothing), so a cycle of tasks across
+ * Lockers is invisible to it. pglock adds what it knows for certain, and nothing else (issue #23):
+ * - a session that holds a lock and waits in a statement cannot release that lock until the wait ends;
+ * - a waiting statement of pglock's says, in its own text, which locks its task holds (task.ts):
+ *   `/* pglock holds <pid>:<classid>.<objid>.<objsubid> ... *\/`. The claim counts only for locks
+ *   held by sessions of the same process (host, pid and nonce in application_name: identity.ts).
+ * A wait whose task holds nothing carries no claim, and so can never be in a cycle.
  *
- * The rows come from pg_locks joined with pg_stat_activity, with the owner pglock writes into each of
- * its sessions' application_name (identity.ts). https://www.postgresql.org/docs/current/view-pg-locks.html
+ * The rows come from pg_locks joined with pg_stat_activity. https://www.postgresql.org/docs/current/view-pg-locks.html
  */
-import { ownerLabel, ownerOf, partyOf, type SessionOwner } from "./identity.js";
+import { ownerLabel, ownerOf, type SessionOwner, sameProcess } from "./identity.js";
 import { keyFromId, type LockKey, lockKey } from "./key.js";
 import type { Driver } from "./session/driver.js";
 import { Session } from "./session/session.js";
@@ -32,13 +34,22 @@ export interface AdvisoryLockInfo {
   waitingMs: number | null;
   /** For a waiter, the backend pids it waits for (pg_blocking_pids): holders, and waiters queued ahead. */
   waitingFor: number[];
+  /**
+   * For a waiter that pglock runs for a task that holds other locks: those locks, as the sessions
+   * (backend pids) that hold them and their keys. Empty otherwise.
+   */
+  waiterHolds: { pid: number; key: LockKey }[];
 }
 
 /** The locks, read on a session of their own, given back after (inspectLocks, a seed Lock's deadlock look). */
-export async function readLocksOn(driver: Driver, key?: LockKey): Promise<AdvisoryLockInfo[]> {
+export async function readLocksOn(
+  driver: Driver,
+  key?: LockKey,
+  cached?: { version?: number },
+): Promise<AdvisoryLockInfo[]> {
   const session = await Session.open(driver);
   try {
-    return await readLocks((statement) => session.query(statement), key);
+    return await readLocks((statement) => session.query(statement), key, cached);
   } finally {
     await session.release();
   }
@@ -48,10 +59,16 @@ export async function readLocksOn(driver: Driver, key?: LockKey): Promise<Adviso
 export async function readLocks(
   query: (statement: sql.Statement) => Promise<Record<string, unknown>[]>,
   key?: LockKey,
+  cached?: { version?: number },
 ): Promise<AdvisoryLockInfo[]> {
-  const version = await query({ text: "SELECT current_setting('server_version_num')::int AS v", values: [] });
+  let version = cached?.version;
+  if (version === undefined) {
+    const rows = await query(sql.serverVersion());
+    version = Number(rows[0]?.v);
+    if (cached) cached.version = version;
+  }
   // pg_locks.waitstart arrived in PostgreSQL 14; before it, the wait's start is unknown.
-  const rows = await query(sql.advisoryLocks({ key, waitstart: Number(version[0]?.v) >= 140000 }));
+  const rows = await query(sql.advisoryLocks({ key, waitstart: version >= 140000 }));
   return rows.map((row) => {
     const waitingSince = asDate(row.waiting_since);
     const now = asDate(row.now);
@@ -67,6 +84,7 @@ export async function readLocks(
       waitingSince,
       waitingMs: waitingSince && now ? Math.max(0, now.getTime() - waitingSince.getTime()) : null,
       waitingFor: pidList(row.waiting_for),
+      waiterHolds: row.granted === true ? [] : claimsIn(row.query),
     };
   });
 }
@@ -87,6 +105,19 @@ function pidList(value: unknown): number[] {
   return text === "" ? [] : text.split(",").map(Number);
 }
 
+/** The locks a waiting statement's text says its task holds (sql.heldClaim). */
+export function claimsIn(query: unknown): { pid: number; key: LockKey }[] {
+  const match = typeof query === "string" ? /^\/\* pglock holds ([0-9:. ]+) \*\//.exec(query) : null;
+  if (!match) return [];
+  const claims: { pid: number; key: LockKey }[] = [];
+  for (const entry of (match[1] as string).split(" ")) {
+    const parts = /^(\d+):(\d+)\.(\d+)\.([12])$/.exec(entry);
+    if (!parts) return [];
+    claims.push({ pid: Number(parts[1]), key: decodeKey(parts[2] as string, parts[3] as string, Number(parts[4])) });
+  }
+  return claims;
+}
+
 /** Inverse of sql.lockTag: objsubid 1 is an int64 split in two oids, 2 is a pair of int32. */
 function decodeKey(classid: string, objid: string, objsubid: number): LockKey {
   const high = BigInt(classid);
@@ -95,20 +126,17 @@ function decodeKey(classid: string, objid: string, objsubid: number): LockKey {
   return keyFromId(BigInt.asIntN(64, (high << 32n) | low));
 }
 
-/** The party a lock row's session belongs to. */
-export function partyOfLock(lock: AdvisoryLockInfo): string {
-  return lock.owner ? partyOf(lock.owner) : `pid ${lock.pid}`;
-}
-
-/** One wait: a waiting row, and the rows of the same key it waits for (holders, or waiters queued ahead). */
+/** One wait: a waiting row, and the granted rows of its key that it waits for. */
 export interface Wait {
   readonly waiter: AdvisoryLockInfo;
-  readonly blockers: readonly AdvisoryLockInfo[];
+  readonly holders: readonly AdvisoryLockInfo[];
+  /** Waiters of the same key queued ahead of it, that it waits for too. */
+  readonly queuedBehind: readonly AdvisoryLockInfo[];
 }
 
-/** The waits of each party. */
-export function waitsByParty(locks: readonly AdvisoryLockInfo[]): Map<string, Wait[]> {
-  const byParty = new Map<string, Wait[]>();
+/** Every wait, in pid order. */
+export function waitsIn(locks: readonly AdvisoryLockInfo[]): Wait[] {
+  const waits: Wait[] = [];
   for (const waiter of locks) {
     if (waiter.granted) continue;
     const blockers = locks.filter(
@@ -116,39 +144,57 @@ export function waitsByParty(locks: readonly AdvisoryLockInfo[]): Map<string, Wa
         other !== waiter && other.key.identity === waiter.key.identity && waiter.waitingFor.includes(other.pid),
     );
     if (blockers.length === 0) continue;
-    const party = partyOfLock(waiter);
-    const waits = byParty.get(party) ?? [];
-    waits.push({ waiter, blockers });
-    byParty.set(party, waits);
+    waits.push({
+      waiter,
+      holders: blockers.filter((other) => other.granted),
+      queuedBehind: blockers.filter((other) => !other.granted),
+    });
   }
-  return byParty;
+  return waits.sort((a, b) => a.waiter.pid - b.waiter.pid);
 }
 
 /**
- * A cycle of waits that begins with the wait of backend `pid`: each wait's blockers belong to the
- * party of the next wait, and the last wait's blockers to the first's party. Undefined when there is
- * none. Found depth first, trying parties and waits in a fixed order (by pid), so that every member
- * of a simple cycle finds the same one.
+ * The waits known to hold what `wait` waits for: the session of one of its holders, itself waiting;
+ * or a pglock wait whose task says it holds that lock on that session, in the same process.
+ * Waiters queued ahead are not followed: PostgreSQL may reorder its queue, so they prove nothing.
+ */
+export function nextWaits(wait: Wait, waits: readonly Wait[]): Wait[] {
+  const next = new Set<Wait>();
+  for (const holder of wait.holders) {
+    for (const other of waits) {
+      if (other === wait) continue;
+      if (other.waiter.pid === holder.pid) next.add(other);
+      else if (claims(other.waiter, holder, wait.waiter.key)) next.add(other);
+    }
+  }
+  return [...next];
+}
+
+function claims(waiter: AdvisoryLockInfo, holder: AdvisoryLockInfo, key: LockKey): boolean {
+  if (!waiter.owner || !holder.owner || !sameProcess(waiter.owner, holder.owner)) return false;
+  return waiter.waiterHolds.some((held) => held.pid === holder.pid && held.key.identity === key.identity);
+}
+
+/**
+ * A cycle of waits that begins with the wait of backend `pid`, each known to hold what the one
+ * before it waits for (see {@link nextWaits}); undefined when there is none. Found depth first, in
+ * pid order, so that every member of a simple cycle finds the same one.
  */
 export function cycleThrough(locks: readonly AdvisoryLockInfo[], pid: number): Wait[] | undefined {
-  const byParty = waitsByParty(locks);
-  const first = [...byParty.values()].flat().find((wait) => wait.waiter.pid === pid);
+  const waits = waitsIn(locks);
+  const first = waits.find((wait) => wait.waiter.pid === pid);
   if (!first) return undefined;
-  const home = partyOfLock(first.waiter);
   const path: Wait[] = [first];
-  const visited = new Set<string>([home]);
+  const visited = new Set<Wait>([first]);
   const search = (wait: Wait): boolean => {
-    const next = otherParties(wait);
-    if (next.includes(home)) return true;
-    for (const party of next) {
-      if (visited.has(party)) continue;
-      visited.add(party);
-      const waits = [...(byParty.get(party) ?? [])].sort((a, b) => a.waiter.pid - b.waiter.pid);
-      for (const onward of waits) {
-        path.push(onward);
-        if (search(onward)) return true;
-        path.pop();
-      }
+    const next = nextWaits(wait, waits);
+    if (next.includes(first)) return true;
+    for (const onward of next) {
+      if (visited.has(onward)) continue;
+      visited.add(onward);
+      path.push(onward);
+      if (search(onward)) return true;
+      path.pop();
     }
     return false;
   };
@@ -156,51 +202,48 @@ export function cycleThrough(locks: readonly AdvisoryLockInfo[], pid: number): W
 }
 
 /**
- * The parties a wait waits for, but its own: a party's sessions can wait for one another (a
- * process's seed Locks on one key, say); that is a queue, not a cycle.
+ * The wait of a cycle that gives way: among the waits pglock watches (those that carry a claim, so
+ * that their process can cancel them), the one on the highest backend pid. Every member computes the
+ * same victim from the same cycle, so exactly one of them fails its wait. A plain session is never
+ * chosen: nothing of pglock's could cancel it. Undefined when no wait of the cycle is pglock's.
  */
-function otherParties(wait: Wait): string[] {
-  const own = partyOfLock(wait.waiter);
-  return [...new Set(wait.blockers.map(partyOfLock))].filter((party) => party !== own).sort();
+export function victimOf(cycle: readonly Wait[]): Wait | undefined {
+  let victim: Wait | undefined;
+  for (const wait of cycle) {
+    if (!wait.waiter.owner || wait.waiter.waiterHolds.length === 0) continue;
+    if (!victim || wait.waiter.pid > victim.waiter.pid) victim = wait;
+  }
+  return victim;
 }
 
 /**
- * The wait of a cycle that gives way: the one on the highest backend pid. Every member computes the
- * same victim from the same cycle, so exactly one of them fails its wait, even when all look at once.
- */
-export function victimOf(cycle: readonly Wait[]): Wait {
-  return cycle.reduce((a, b) => (b.waiter.pid > a.waiter.pid ? b : a));
-}
-
-/**
- * Every chain of waits, as text: the waiter, what it waits for and who holds it, then what that
- * holder's party waits for in turn, until a party that waits for nothing or a cycle.
+ * Every chain of waits, as text: the waiter, what it waits for and who holds it, then what a holder
+ * is known to wait for in turn (as the deadlock check knows it), until a wait that waits for nothing
+ * known, or one met before (a cycle). A queue of waiters behind one holder is a queue.
  */
 export function waitChains(locks: readonly AdvisoryLockInfo[]): string[] {
-  const byParty = waitsByParty(locks);
+  const waits = waitsIn(locks);
   const lines: string[] = [];
-  for (const waits of byParty.values()) {
-    for (const start of waits) {
-      const seen = new Set<string>([partyOfLock(start.waiter)]);
-      let text = `${who(start.waiter)} waits for ${keyText(start.waiter)}`;
-      let current: Wait | undefined = start;
-      while (current) {
-        const holders: readonly AdvisoryLockInfo[] = current.blockers;
-        text += ` held by ${holders.map((b) => (b.granted ? who(b) : `${who(b)}, queued ahead`)).join(" and ")}`;
-        const parties = otherParties(current);
-        const cycle = parties.find((party) => seen.has(party));
-        if (cycle !== undefined) {
-          text += ": a cycle (deadlock)";
-          break;
-        }
-        const onward: Wait | undefined = parties.flatMap((party) => byParty.get(party) ?? [])[0];
-        if (!onward) break;
-        for (const party of parties) seen.add(party);
-        text += `, which waits for ${keyText(onward.waiter)} (pid ${onward.waiter.pid})`;
-        current = onward;
+  for (const start of waits) {
+    const seen = new Set<Wait>([start]);
+    let text = `${who(start.waiter)} waits for ${keyText(start.waiter)}`;
+    let current: Wait = start;
+    for (;;) {
+      const parts: string[] = [];
+      if (current.holders.length > 0) parts.push(`held by ${current.holders.map(who).join(" and ")}`);
+      if (current.queuedBehind.length > 0) parts.push(`queued behind ${current.queuedBehind.map(who).join(" and ")}`);
+      text += ` ${parts.join(", ")}`;
+      const onward = nextWaits(current, waits)[0];
+      if (!onward) break;
+      if (seen.has(onward)) {
+        text += `, which waits for ${keyText(onward.waiter)} (pid ${onward.waiter.pid}): a cycle (deadlock)`;
+        break;
       }
-      lines.push(text);
+      seen.add(onward);
+      text += `, which waits for ${keyText(onward.waiter)} (pid ${onward.waiter.pid})`;
+      current = onward;
     }
+    lines.push(text);
   }
   return lines;
 }

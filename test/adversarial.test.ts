@@ -47,9 +47,10 @@ describe("timeouts and aborts apply while pglock waits for a connection", () => 
     await (await silent).close();
   });
 
-  it("pg.Pool whose only client the application holds: timeout, signal, tryAcquire and close() all return", async () => {
-    const pool = makePool({ max: 1 });
+  it("pg.Pool whose every client the application holds: timeout, signal, tryAcquire and close() all return", async () => {
+    const pool = makePool({ max: 2 });
     const theAppsClient = await pool.connect();
+    const theAppsOtherClient = await pool.connect();
     const locker = createLocker(pool);
     try {
       const timedOut = await timed(locker.acquire(uniqueKey(), { timeout: 300 }));
@@ -67,6 +68,7 @@ describe("timeouts and aborts apply while pglock waits for a connection", () => 
       expect(await pending).toBeInstanceOf(ClosedError);
     } finally {
       theAppsClient.release();
+      theAppsOtherClient.release();
       await locker.close();
     }
     // The connections pglock asked for and gave up on come back to the pool once they open.
@@ -185,7 +187,7 @@ describe("the server's statement_timeout and lock_timeout do not govern pglock's
   }
 
   it("the pool's connections get the role's timeouts back when pglock gives them back", async () => {
-    const pool = makePool({ connectionString: url, max: 1 });
+    const pool = makePool({ connectionString: url, max: 2 });
     const locker = createLocker(pool, { idleMs: 0 });
     const held = await locker.acquire(uniqueKey());
     await held.release();

@@ -280,7 +280,7 @@ describe("Locker: scale and multiplexing", () => {
   it("a pooled connection the application ran DISCARD ALL on between two sessions still works", async () => {
     // pglock prepares its lock statements by name on a pool's connections; DISCARD ALL (or DEALLOCATE)
     // drops them on the server while pg still believes them prepared (SQLSTATE 26000 on next use).
-    const pool = makePool({ max: 1 });
+    const pool = makePool({ max: 2 });
     const locker = createLocker(pool, { idleMs: 0 });
     const key = uniqueKey();
     await (await locker.acquire(key)).release();

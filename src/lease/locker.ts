@@ -32,7 +32,8 @@ import { PendingCalls } from "../pending.js";
 import { sqlState } from "../session/driver.js";
 import { sharedController } from "../signals.js";
 import type { LockMode } from "../sql.js";
-import { checkInteger, checkMs, checkString, optionsObject } from "../validate.js";
+import { registerHeld } from "../task.js";
+import { checkBoolean, checkInteger, checkMs, checkString, optionsObject } from "../validate.js";
 import { type LeaseQuery, leaseQueryFor } from "./query.js";
 import { checkLeaseTable, type LeaseStatements, leaseStatements } from "./sql.js";
 import { localWakeups, pause, wake } from "./wakeups.js";
@@ -53,6 +54,8 @@ export interface LeaseLockerOptions {
   table?: string;
   /** The name that begins every holder id, as in `pglock ls` (default `pglock`). */
   applicationName?: string;
+  /** As the Locker's: a task re-taking a key it holds gets one more level (default false). */
+  reentrant?: boolean;
 }
 
 /** A waiting acquire's first pause; pauses double from there up to maxPollMs, with jitter. */
@@ -81,6 +84,7 @@ export class LeaseLocker {
   readonly #sql: LeaseStatements;
   readonly #table: string;
   readonly #holderPrefix: string;
+  readonly #reentrant: boolean;
   readonly #closing = sharedController();
   readonly #pending = new PendingCalls();
   readonly #held = new Set<Lease>();
@@ -108,12 +112,14 @@ export class LeaseLocker {
     this.#sql = leaseStatements(this.#table);
     this.#holderPrefix = leaseHolderPrefix(checkString(options.applicationName, where, "applicationName") ?? "pglock");
     this.#query = leaseQueryFor(db, where);
+    this.#reentrant = checkBoolean(options.reentrant, where, "reentrant") ?? false;
   }
 
   /** Waits until the lease is granted; rejects with `LockTimeoutError` after `timeout` ms, or `signal.reason`. */
   acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LeaseHandle> {
     return this.#track(async () => {
-      const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
+      const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted, this.#task);
+      if (args.level) return args.level as LeaseHandle;
       return timedAcquire(args, this.#closing.signal, (signal, wait) =>
         this.#request(args.key, args.mode, wait, signal),
       );
@@ -123,11 +129,16 @@ export class LeaseLocker {
   /** Takes the lease if nobody holds it now; null otherwise. */
   tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LeaseHandle | null> {
     return this.#track(async () => {
-      const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
+      const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted, this.#task);
+      if (args.level) return args.level as LeaseHandle;
       return tracedTryAcquire(args, this.#closing.signal, (signal) =>
         this.#request(args.key, args.mode, false, signal),
       );
     });
+  }
+
+  get #task() {
+    return { owner: this, reentrant: this.#reentrant };
   }
 
   /** Runs `fn` holding the lease and releases it in every path; as the Locker's withLock. */
@@ -390,6 +401,14 @@ class Lease implements LeaseHandle {
   #released: Promise<void> | undefined;
 
   constructor(locker: LeaseLocker, key: LockKey, holder: string, shared: boolean, token: bigint, sentAt: number) {
+    registerHeld(this, {
+      owner: locker,
+      key,
+      shared,
+      handle: this,
+      isHeld: () => this.#released === undefined && !this.#lost.signal.aborted,
+      backendPid: () => undefined,
+    });
     this.#locker = locker;
     this.key = key;
     this.holder = holder;

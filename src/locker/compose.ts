@@ -6,6 +6,7 @@ import { ClosedError, InvalidArgumentError, LockTimeoutError } from "../errors.j
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
 import type { LockMode } from "../sql.js";
+import { type HeldLock, heldLocksOf, holdingOf, reenter, registerHeld, runHolding } from "../task.js";
 import { checkBoolean, checkMs, checkSignal, optionsObject } from "../validate.js";
 import { traceAcquire } from "./events.js";
 import type { LockHandle } from "./handle.js";
@@ -14,6 +15,25 @@ export interface AcquireAllOptions {
   shared?: boolean;
   timeout?: number;
   signal?: AbortSignal;
+  /** As acquire's: locks the calling task holds while it waits for these. */
+  holding?: readonly (LockHandle | LockGroup)[];
+}
+
+/** What the calling task says about itself; every Locker's acquire and tryAcquire take these. */
+export interface TaskOptions {
+  /**
+   * Locks the calling task holds while it waits for this one (handles or groups), for code that
+   * holds handles rather than calling withLock: `acquire(k2, { holding: [h1] })`. Inside a
+   * `withLock` or `tryWithLock` callback, the locks of the enclosing calls are known already; an
+   * explicit list replaces them (`holding: []` says the task holds nothing, for work the callback
+   * starts and does not wait for). The deadlock check reports a cycle only through such waits.
+   */
+  holding?: readonly (LockHandle | LockGroup)[];
+  /**
+   * When the task already holds this key on this Locker: take one more level of it (released with
+   * the outermost level) instead of failing with `AlreadyHeldError`. Defaults to the Locker's option.
+   */
+  reentrant?: boolean;
 }
 
 export interface AcquireArguments {
@@ -22,14 +42,19 @@ export interface AcquireArguments {
   signal: AbortSignal | undefined;
   timeout: number | undefined;
   fencing: boolean;
+  /** The locks the calling task holds (task.ts). */
+  holding: readonly HeldLock[];
+  /** A level of a lock the task holds already (`reentrant`): the call's answer, with no server work. */
+  level: LockHandle | undefined;
 }
 
 /** The checks every Locker runs on acquire/tryAcquire arguments, before anything else happens. */
 export function parseAcquire(
   where: "acquire" | "tryAcquire",
   key: LockKeyInput,
-  options: { shared?: boolean; timeout?: number; signal?: AbortSignal; fencing?: boolean },
+  options: { shared?: boolean; timeout?: number; signal?: AbortSignal; fencing?: boolean } & TaskOptions,
   closed: boolean,
+  locker: { owner: object; reentrant: boolean },
 ): AcquireArguments {
   optionsObject(options, where);
   const normalized = lockKey(key);
@@ -40,9 +65,13 @@ export function parseAcquire(
   if (fencing && shared) {
     throw new InvalidArgumentError("acquire: options.fencing needs an exclusive lock: a token orders single holders");
   }
+  const reentrant = checkBoolean(options.reentrant, where, "reentrant") ?? locker.reentrant;
+  const holding = holdingOf(options.holding, where);
   if (closed) throw new ClosedError("the Locker");
   signal?.throwIfAborted();
-  return { key: normalized, mode: shared ? "shared" : "exclusive", signal, timeout, fencing };
+  const mode = shared ? "shared" : "exclusive";
+  const level = reenter(holding, locker.owner, normalized, mode, reentrant, where);
+  return { key: normalized, mode, signal, timeout, fencing, holding, level };
 }
 
 /**
@@ -107,7 +136,10 @@ export function checkFn(fn: unknown, where: string): void {
 export async function acquireAll(
   keys: readonly LockKeyInput[],
   options: AcquireAllOptions,
-  acquire: (key: LockKey, options: { shared: boolean; signal: AbortSignal }) => Promise<LockHandle>,
+  acquire: (
+    key: LockKey,
+    options: { shared: boolean; signal: AbortSignal; holding: readonly (LockHandle | LockGroup)[] },
+  ) => Promise<LockHandle>,
 ): Promise<LockGroup> {
   if (!Array.isArray(keys)) throw new InvalidArgumentError(`acquireAll: keys must be an array, got ${describe(keys)}`);
   optionsObject(options, "acquireAll");
@@ -122,11 +154,16 @@ export async function acquireAll(
     timeout === undefined
       ? undefined
       : timeoutSignal(timeout, () => new LockTimeoutError(normalized.join(", "), timeout));
-  const linked = linkSignals(checkSignal(options.signal, "acquireAll"), deadline?.signal);
+  const signal = checkSignal(options.signal, "acquireAll");
+  // The group is a task that holds its first keys while it waits for the next ones.
+  const held = holdingOf(options.holding, "acquireAll").map((one) => one.handle);
+  const linked = linkSignals(signal, deadline?.signal);
   const handles: LockHandle[] = [];
   try {
-    for (const key of normalized)
-      handles.push(await acquire(key, { shared: options.shared ?? false, signal: linked.signal }));
+    for (const key of normalized) {
+      const holding = [...held, ...handles];
+      handles.push(await acquire(key, { shared: options.shared ?? false, signal: linked.signal, holding }));
+    }
     return new LockGroup(handles);
   } catch (error) {
     await Promise.allSettled(handles.map((handle) => handle.release()));
@@ -145,7 +182,7 @@ export async function withLock<T, O>(
   options: O,
 ): Promise<T> {
   checkFn(fn, "withLock");
-  return runHolding(await locker.acquire(key, options), fn);
+  return runHeld(await locker.acquire(key, options), fn);
 }
 
 /** `tryWithLock` for any Locker: runs `fn` only if the lock is free now. */
@@ -158,14 +195,17 @@ export async function tryWithLock<T, O>(
   checkFn(fn, "tryWithLock");
   const handle = await locker.tryAcquire(key, options);
   if (!handle) return { acquired: false };
-  return { acquired: true, value: await runHolding(handle, fn) };
+  return { acquired: true, value: await runHeld(handle, fn) };
 }
 
-/** Runs `fn` holding `handle`, releases in every path, and reports a loss that happened before `fn` settled. */
-export async function runHolding<T>(handle: LockHandle, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
+/**
+ * Runs `fn` holding `handle`, as a task that holds it (task.ts), releases in every path, and reports
+ * a loss that happened before `fn` settled.
+ */
+export async function runHeld<T>(handle: LockHandle, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
   let outcome: { ok: true; value: T } | { ok: false; error: unknown };
   try {
-    outcome = { ok: true, value: await fn(handle.signal) };
+    outcome = { ok: true, value: await runHolding(heldLocksOf(handle), () => fn(handle.signal)) };
   } catch (error) {
     outcome = { ok: false, error };
   }
@@ -196,6 +236,7 @@ export class LockGroup implements AsyncDisposable {
 
   constructor(handles: LockHandle[]) {
     this.handles = handles;
+    registerHeld(this, () => handles.flatMap((handle) => heldLocksOf(handle)));
     const linked = linkSignals(...handles.map((handle) => handle.signal));
     linked.signal.addEventListener("abort", () => this.#lost.abort(linked.signal.reason), { once: true });
   }

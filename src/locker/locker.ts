@@ -4,8 +4,8 @@
  * is on the server. Loss of a session aborts the signal of every handle it carried.
  */
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
-import { checkedWait, DEFAULT_DEADLOCK_TIMEOUT_MS, type DeadlockCheck } from "../deadlock.js";
-import { ClosedError, ConnectionError, LockLostError, sessionEndedError } from "../errors.js";
+import { DEFAULT_DEADLOCK_TIMEOUT_MS, DeadlockWatch } from "../deadlock.js";
+import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, sessionEndedError } from "../errors.js";
 import { applicationNameOf, newOwner } from "../identity.js";
 import type { LockKey, LockKeyInput } from "../key.js";
 import { type Liveness, type LivenessOptions, liveness } from "../liveness.js";
@@ -19,12 +19,14 @@ import { Session } from "../session/session.js";
 import { sharedController } from "../signals.js";
 import type { LockMode, Statement } from "../sql.js";
 import * as sql from "../sql.js";
-import { checkInteger, checkMs, checkString, checkTableName, optionsObject } from "../validate.js";
+import { type HeldLock, registerHeld } from "../task.js";
+import { checkBoolean, checkInteger, checkMs, checkString, checkTableName, optionsObject } from "../validate.js";
 import { readLocks } from "../waits.js";
 import {
   acquireAll,
   type LockGroup,
   parseAcquire,
+  type TaskOptions,
   timedAcquire,
   tracedTryAcquire,
   tryWithLock,
@@ -36,7 +38,10 @@ import type { LockHandle } from "./handle.js";
 import { SessionPool, type Slot } from "./sessions.js";
 
 export interface LockerOptions extends LivenessOptions {
-  /** Most connections the Locker takes from the pool at once (default 4). */
+  /**
+   * Most connections the Locker takes from the pool at once (default 4). From a pg.Pool, at most the
+   * pool's `max` - 1: one connection always stays for the application (a pool of max 1 is refused).
+   */
   maxSessions?: number;
   /**
    * The name that begins the application_name of the Locker's sessions (default `pglock`). pglock
@@ -51,14 +56,20 @@ export interface LockerOptions extends LivenessOptions {
   /** The table that keeps fencing tokens, created on first use (default `pglock_fencing`). */
   fencingTable?: string;
   /**
-   * How long a wait on the server lasts before the Locker looks for a deadlock with other Lockers or
-   * seed Locks, and how often it looks again while the wait goes on (default 1000; 0: never look).
-   * One victim per cycle rejects with `DeadlockError`. See deadlock.ts.
+   * How long a wait on the server by a task that holds other locks lasts before the Locker looks for
+   * a deadlock, and how often it looks again while the wait goes on (default 1000; 0: never look).
+   * A cycle is reported only when every task in it is known to hold what the next one waits for
+   * (nested `withLock` calls, or `holding`); one victim per cycle rejects with `DeadlockError`.
    */
   deadlockTimeoutMs?: number;
+  /**
+   * A task that takes a key it already holds on this Locker gets one more level of that lock,
+   * instead of an `AlreadyHeldError` (default false). Per call: `acquire(key, { reentrant })`.
+   */
+  reentrant?: boolean;
 }
 
-export interface AcquireOptions {
+export interface AcquireOptions extends TaskOptions {
   /** Take the lock shared: shared holders coexist; an exclusive holder excludes everyone. */
   shared?: boolean;
   /**
@@ -72,7 +83,7 @@ export interface AcquireOptions {
   signal?: AbortSignal;
 }
 
-export interface TryAcquireOptions {
+export interface TryAcquireOptions extends TaskOptions {
   shared?: boolean;
   signal?: AbortSignal;
 }
@@ -99,6 +110,7 @@ interface KeyState {
 
 interface Queued {
   readonly mode: LockMode;
+  readonly holding: readonly HeldLock[];
   readonly signal: AbortSignal;
   readonly startedAt: number;
   resolve(holder: Holder | undefined): void;
@@ -124,7 +136,10 @@ export class Locker {
   readonly #fencing: FencingTokens;
   readonly #applicationName: string;
   readonly #serverSettings: Liveness["serverSettings"];
-  readonly #deadlock: DeadlockCheck;
+  readonly #deadlock: DeadlockWatch;
+  readonly #reentrant: boolean;
+  /** What the deadlock look needs to know of the server once (readLocks). */
+  readonly #server: { version?: number } = {};
   /** Sessions outside the pool of shared sessions (LISTEN); close() gives them back too. */
   readonly #dedicated = new Set<Session>();
   readonly #keys = new Map<string, KeyState>();
@@ -138,19 +153,21 @@ export class Locker {
   /** @internal use {@link createLocker} */
   constructor(pool: unknown, options: LockerOptions = {}) {
     optionsObject(options, "createLocker");
-    const maxSessions = checkInteger(options.maxSessions, "createLocker", "options.maxSessions", 1) ?? 4;
+    const askedSessions = checkInteger(options.maxSessions, "createLocker", "options.maxSessions", 1);
     const { keepaliveMs, probeTimeoutMs, serverSettings } = liveness(options, "createLocker");
     const applicationName = checkString(options.applicationName, "createLocker", "applicationName") ?? "pglock";
     this.#fencing = new FencingTokens(
       checkTableName(options.fencingTable, "createLocker", "fencingTable") ?? "pglock_fencing",
     );
     this.#driver = driverFor(pool, "createLocker", { allowClient: false });
+    const maxSessions = sessionCap(askedSessions, this.#driver.sharedPoolMax);
     const idleMs = checkMs(options.idleMs, "createLocker", "idleMs") ?? this.#driver.idleMs;
     this.#applicationName = applicationNameOf(newOwner("locker", applicationName));
-    this.#deadlock = {
-      delayMs: checkMs(options.deadlockTimeoutMs, "createLocker", "deadlockTimeoutMs") ?? DEFAULT_DEADLOCK_TIMEOUT_MS,
-      read: () => readLocks((statement) => this.#query(statement)),
-    };
+    this.#deadlock = new DeadlockWatch(
+      checkMs(options.deadlockTimeoutMs, "createLocker", "deadlockTimeoutMs") ?? DEFAULT_DEADLOCK_TIMEOUT_MS,
+      () => readLocks((statement) => this.#query(statement), undefined, this.#server),
+    );
+    this.#reentrant = checkBoolean(options.reentrant, "createLocker", "reentrant") ?? false;
     this.#serverSettings = serverSettings;
     this.#sessions = new SessionPool(this.#driver, {
       maxSessions,
@@ -166,9 +183,10 @@ export class Locker {
   /** Waits until the lock is granted; rejects with `LockTimeoutError` after `timeout` ms, or `signal.reason`. */
   acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LockHandle> {
     return this.#track(async () => {
-      const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
+      const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted, this.#task);
+      if (args.level) return args.level;
       return timedAcquire(args, this.#closing.signal, async (signal, wait) => {
-        const granted = await this.#request(args.key, args.mode, wait, signal);
+        const granted = await this.#request(args.key, args.mode, wait, signal, args.holding);
         if (granted && args.fencing) await this.#issueToken(granted);
         return granted;
       });
@@ -178,9 +196,10 @@ export class Locker {
   /** Takes the lock if it is free now (in this Locker and on the server); null otherwise. */
   tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LockHandle | null> {
     return this.#track(async () => {
-      const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
+      const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted, this.#task);
+      if (args.level) return args.level;
       return tracedTryAcquire(args, this.#closing.signal, (signal) =>
-        this.#request(args.key, args.mode, false, signal),
+        this.#request(args.key, args.mode, false, signal, args.holding),
       );
     });
   }
@@ -218,6 +237,10 @@ export class Locker {
    */
   acquireAll(keys: readonly LockKeyInput[], options: AcquireOptions = {}): Promise<LockGroup> {
     return acquireAll(keys, options, (key, opts) => this.acquire(key, opts));
+  }
+
+  get #task() {
+    return { owner: this, reentrant: this.#reentrant };
   }
 
   stats(): LockerStats {
@@ -308,11 +331,17 @@ export class Locker {
     }
   }
 
-  /** A server-side wait, with the deadlock check between Lockers watching it (deadlock.ts). */
-  #waitOnServer(slot: Slot, key: LockKey, mode: LockMode, signal: AbortSignal) {
+  /**
+   * A server-side wait. When the waiting task holds locks on the server, the wait says so in its
+   * text, and the deadlock check watches it (deadlock.ts).
+   */
+  #waitOnServer(slot: Slot, key: LockKey, mode: LockMode, signal: AbortSignal, holding: readonly HeldLock[]) {
     const session = slot.session;
     const wait = { pid: session.backendPid, key, cancel: () => session.cancelWait() };
-    return checkedWait(this.#deadlock, wait, (interrupted) => waitForLock(session, key, mode, { signal, interrupted }));
+    const holds = () => serverHolds(holding);
+    return this.#deadlock.run(wait, holds().length > 0, (interrupted) =>
+      waitForLock(session, key, mode, { signal, interrupted, holds }),
+    );
   }
 
   /**
@@ -355,12 +384,18 @@ export class Locker {
   }
 
   /** Local arbitration first: the server sees one request per key at a time. */
-  #request(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<Holder | undefined> {
+  #request(
+    key: LockKey,
+    mode: LockMode,
+    wait: boolean,
+    signal: AbortSignal,
+    holding: readonly HeldLock[],
+  ): Promise<Holder | undefined> {
     const state = this.#stateOf(key);
     const startedAt = performance.now();
     if (this.#canJoin(state, mode)) return Promise.resolve(this.#grant(state, startedAt));
     if (state.holders.size === 0 && !state.busy && state.queue.length === 0) {
-      return this.#acquireOnServer(state, mode, wait, signal, startedAt);
+      return this.#acquireOnServer(state, mode, wait, signal, startedAt, holding);
     }
     if (!wait) return Promise.resolve(undefined);
     return new Promise((resolve, reject) => {
@@ -375,6 +410,7 @@ export class Locker {
       const dequeued = () => signal.removeEventListener("abort", onAbort);
       const queued: Queued = {
         mode,
+        holding,
         signal,
         startedAt,
         resolve: (holder) => {
@@ -399,11 +435,18 @@ export class Locker {
     );
   }
 
-  async #acquireOnServer(state: KeyState, mode: LockMode, wait: boolean, signal: AbortSignal, startedAt: number) {
+  async #acquireOnServer(
+    state: KeyState,
+    mode: LockMode,
+    wait: boolean,
+    signal: AbortSignal,
+    startedAt: number,
+    holding: readonly HeldLock[],
+  ) {
     state.busy = true;
     this.#waiting++;
     try {
-      const slot = await this.#takeOnServer(state.key, mode, wait, signal);
+      const slot = await this.#takeOnServer(state.key, mode, wait, signal, holding);
       if (!slot) return undefined;
       state.slot = slot;
       state.mode = mode;
@@ -423,13 +466,19 @@ export class Locker {
    * session that holds nothing. When the session rules allow no wait now (every other session
    * already waits), it polls with try-locks, backing off to 250 ms.
    */
-  async #takeOnServer(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<Slot | undefined> {
+  async #takeOnServer(
+    key: LockKey,
+    mode: LockMode,
+    wait: boolean,
+    signal: AbortSignal,
+    holding: readonly HeldLock[],
+  ): Promise<Slot | undefined> {
     // When an idle session may wait, wait right away: a free key is granted at once, and a busy one
     // is handed over by the server without the round trip of a try-lock first.
     const idle = wait ? await this.#sessions.forWait({ open: false }) : undefined;
     if (idle) {
       try {
-        await this.#waitOnServer(idle, key, mode, signal);
+        await this.#waitOnServer(idle, key, mode, signal, holding);
         idle.held++;
         if (!idle.session.isLost) return idle;
       } catch (error) {
@@ -459,7 +508,7 @@ export class Locker {
       const waitSlot = await this.#sessions.forWait({ signal });
       if (waitSlot) {
         try {
-          await this.#waitOnServer(waitSlot, key, mode, signal);
+          await this.#waitOnServer(waitSlot, key, mode, signal, holding);
           waitSlot.held++;
         } catch (error) {
           if (retryable(waitSlot, error, signal)) continue;
@@ -476,6 +525,14 @@ export class Locker {
 
   #grant(state: KeyState, startedAt: number): Holder {
     const holder = new Holder(this, state, state.mode === "shared");
+    registerHeld(holder, {
+      owner: this,
+      key: state.key,
+      shared: holder.shared,
+      handle: holder,
+      isHeld: () => holder.held,
+      backendPid: () => (holder.held ? state.slot?.session.backendPid : undefined),
+    });
     state.holders.add(holder);
     this.#held++;
     publishAcquired(() => ({ key: state.key, shared: holder.shared, waitMs: performance.now() - startedAt }));
@@ -494,7 +551,10 @@ export class Locker {
       if (state.holders.size > 0) break;
       state.queue.shift();
       head.dequeued();
-      this.#acquireOnServer(state, head.mode, true, head.signal, head.startedAt).then(head.resolve, head.reject);
+      this.#acquireOnServer(state, head.mode, true, head.signal, head.startedAt, head.holding).then(
+        head.resolve,
+        head.reject,
+      );
     }
     this.#forgetIfUnused(state);
   }
@@ -576,6 +636,11 @@ class Holder implements LockHandle {
     return this.#lost.signal;
   }
 
+  /** Neither released nor lost. */
+  get held(): boolean {
+    return this.#released === undefined;
+  }
+
   release(): Promise<void> {
     this.#released ??= this.#lost?.signal.aborted ? Promise.resolve() : this.#locker.release(this, this.#state);
     return this.#released;
@@ -591,6 +656,41 @@ class Holder implements LockHandle {
     this.#lost ??= new AbortController();
     this.#lost.abort(error);
   }
+}
+
+/**
+ * How many sessions a Locker may take. From a pool it shares with the application, never the last
+ * connection: holders' work usually queries the same pool, and a Locker holding every connection
+ * would wait for a release that only that work can bring (issue #23: 30 withLock calls on a pool of
+ * 2 hung for 10 minutes).
+ */
+function sessionCap(asked: number | undefined, poolMax: number | undefined): number {
+  if (poolMax === undefined) return asked ?? DEFAULT_MAX_SESSIONS;
+  if (poolMax < 2) {
+    throw new InvalidArgumentError(
+      `createLocker: the pg.Pool has max ${poolMax}, so the Locker would take the connection that the work under ` +
+        "its locks needs; give the pool max >= 2 (the Locker then takes at most max - 1), or give the Locker a pool of its own",
+    );
+  }
+  if (asked !== undefined && asked > poolMax - 1) {
+    throw new InvalidArgumentError(
+      `createLocker: options.maxSessions must leave the application one of the pool's ${poolMax} connections ` +
+        `(at most ${poolMax - 1}), got ${asked}; raise the pool's max, or give the Locker a pool of its own`,
+    );
+  }
+  return Math.min(asked ?? DEFAULT_MAX_SESSIONS, poolMax - 1);
+}
+
+const DEFAULT_MAX_SESSIONS = 4;
+
+/** The locks of `holding` held on the server, as the sessions that hold them and their keys. */
+function serverHolds(holding: readonly HeldLock[]): { pid: number; key: LockKey }[] {
+  const holds: { pid: number; key: LockKey }[] = [];
+  for (const held of holding) {
+    const pid = held.backendPid();
+    if (pid !== undefined) holds.push({ pid, key: held.key });
+  }
+  return holds;
 }
 
 function retryable(slot: Slot, error: unknown, signal: AbortSignal): boolean {

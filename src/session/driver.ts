@@ -35,6 +35,11 @@ export interface Driver {
    * keeps the connection), longer where giving it back ends the connection.
    */
   readonly idleMs: number;
+  /**
+   * The size of the caller's pool that pglock's sessions are taken from, where they share it with the
+   * caller's own queries (a pg.Pool's `max`); undefined where pglock opens connections of its own.
+   */
+  readonly sharedPoolMax?: number;
 }
 
 /**

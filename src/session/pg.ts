@@ -83,9 +83,12 @@ export function guardHandovers(pool: PgPool) {
 export function pgDriver(db: unknown, what: string): Driver {
   if (isPgPool(db)) {
     guardHandovers(db);
+    // pg.Pool's own default for max is 10 (https://node-postgres.com/apis/pool).
+    const max = (db as { options?: { max?: unknown } }).options?.max;
     return {
       ownsConnections: true,
       idleMs: 1_000,
+      sharedPoolMax: typeof max === "number" && Number.isFinite(max) ? max : 10,
       async connect() {
         const client = await db.connect();
         const failed = handoverErrors.get(client);

@@ -43,6 +43,9 @@ export interface SessionOptions {
   serverSettings?: readonly (readonly [string, string])[];
 }
 
+/** A wait slice lasts this much longer than the server's deadlock_timeout. */
+const WAIT_SLICE_MARGIN_MS = 1_000;
+
 /** How long ending an abandoned session on the server may take (a connection of its own, one statement). */
 const END_ON_SERVER_TIMEOUT_MS = 5_000;
 
@@ -74,6 +77,12 @@ export class Session {
   readonly #backendStart: string | undefined;
   readonly #driver: Driver;
   #endingOnServer = false;
+  /**
+   * How long one wait statement may last (sql.waitLock's slices), on connections pglock owns:
+   * the server's deadlock_timeout plus a second, so that PostgreSQL's own deadlock check still runs
+   * within every slice. A caller's own connection keeps its settings and is not sliced.
+   */
+  #waitSliceMs: number | undefined;
 
   private constructor(connection: DriverConnection, driver: Driver, backendPid: number, backendStart?: string) {
     this.#connection = connection;
@@ -117,6 +126,10 @@ export class Session {
     }
     const backendStart = typeof row?.backend_start === "string" ? row.backend_start : undefined;
     const session = new Session(connection, driver, Number(row?.backend_pid), backendStart);
+    const deadlockTimeoutMs = Number(row?.deadlock_timeout_ms);
+    if (driver.ownsConnections && Number.isFinite(deadlockTimeoutMs) && deadlockTimeoutMs >= 0) {
+      session.#waitSliceMs = deadlockTimeoutMs + WAIT_SLICE_MARGIN_MS;
+    }
     settings.forEach(([name], i) => {
       const previous = row?.[`previous_${i}`];
       if (previous !== null && previous !== undefined) session.#previousSettings.push([name, String(previous)]);
@@ -137,6 +150,11 @@ export class Session {
 
   get isLost(): boolean {
     return this.#lost.signal.aborted;
+  }
+
+  /** How long one wait statement may last before it is sent again; undefined: unbounded. */
+  get waitSliceMs(): number | undefined {
+    return this.#waitSliceMs;
   }
 
   /** The server process of this session (pg_backend_pid()). */

@@ -16,6 +16,8 @@ import { LeaderElection } from "../patterns/leader.js";
 import { Semaphore, type Wakeups } from "../patterns/semaphore.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
 import type { LockMode } from "../sql.js";
+import { registerHeld } from "../task.js";
+import { checkBoolean, optionsObject } from "../validate.js";
 
 interface Waiter {
   readonly locker: MemoryLocker;
@@ -61,10 +63,14 @@ export class MemoryLockServer {
 export interface MemoryLockerOptions {
   /** Share one between Lockers that should contend with each other (default: a server of its own). */
   server?: MemoryLockServer;
+  /** As the Locker's: a task re-taking a key it holds gets one more level (default false). */
+  reentrant?: boolean;
 }
 
 export function createMemoryLocker(options: MemoryLockerOptions = {}): MemoryLocker {
-  return new MemoryLocker(options.server ?? new MemoryLockServer());
+  optionsObject(options, "createMemoryLocker");
+  const reentrant = checkBoolean(options.reentrant, "createMemoryLocker", "reentrant") ?? false;
+  return new MemoryLocker(options.server ?? new MemoryLockServer(), reentrant);
 }
 
 export class MemoryLocker {
@@ -72,14 +78,21 @@ export class MemoryLocker {
   readonly #closing = new AbortController();
   readonly #held = new Set<MemoryHandle>();
   #waiting = 0;
+  readonly #reentrant: boolean;
 
-  constructor(server: MemoryLockServer) {
+  constructor(server: MemoryLockServer, reentrant = false) {
     this.server = server;
+    this.#reentrant = reentrant;
+  }
+
+  get #task() {
+    return { owner: this, reentrant: this.#reentrant };
   }
 
   acquire(key: LockKeyInput, options: AcquireOptions = {}): Promise<LockHandle> {
     return (async () => {
-      const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted);
+      const args = parseAcquire("acquire", key, options, this.#closing.signal.aborted, this.#task);
+      if (args.level) return args.level;
       const handle = this.#tryGrant(args.key, args.mode);
       if (handle) return this.#fence(handle, args.fencing);
       if (args.timeout === 0) throw new LockTimeoutError(args.key.toString(), 0);
@@ -98,7 +111,8 @@ export class MemoryLocker {
   }
 
   async tryAcquire(key: LockKeyInput, options: TryAcquireOptions = {}): Promise<LockHandle | null> {
-    const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted);
+    const args = parseAcquire("tryAcquire", key, options, this.#closing.signal.aborted, this.#task);
+    if (args.level) return args.level;
     return this.#tryGrant(args.key, args.mode) ?? null;
   }
 
@@ -240,6 +254,14 @@ class MemoryHandle implements LockHandle {
   #released = false;
 
   constructor(locker: MemoryLocker, key: LockKey, shared: boolean) {
+    registerHeld(this, {
+      owner: locker,
+      key,
+      shared,
+      handle: this,
+      isHeld: () => !this.#released,
+      backendPid: () => undefined,
+    });
     this.#locker = locker;
     this.key = key;
     this.shared = shared;
