@@ -95,13 +95,18 @@ export class DeadlockWatch {
       for (const wait of due) wait.nextLookAt = now + this.delayMs;
       if (due.length > 0) {
         const locks = await this.#read();
+        let again: AdvisoryLockInfo[] | undefined;
         for (const wait of due) {
           if (!this.#waits.has(wait)) continue;
-          const cycle = cycleThrough(locks, wait.pid);
-          const victim = cycle && victimOf(cycle);
-          if (cycle && victim?.waiter.pid === wait.pid && victim.waiter.key.identity === wait.key.identity) {
+          const cycle = victimCycle(locks, wait);
+          if (!cycle) continue;
+          // Seen twice or not at all: pg_locks and pg_stat_activity are read a moment apart, and a
+          // wait is sent again every slice, so one read could stitch a cycle from two moments.
+          again ??= await this.#read();
+          const confirmed = victimCycle(again, wait);
+          if (confirmed && sameCycle(cycle, confirmed) && this.#waits.has(wait)) {
             this.#waits.delete(wait);
-            wait.fail(new DeadlockError(wait.key.toString(), { cycle: describeCycle(cycle) }));
+            wait.fail(new DeadlockError(wait.key.toString(), { cycle: describeCycle(confirmed) }));
           }
         }
       }
@@ -112,6 +117,18 @@ export class DeadlockWatch {
       this.#schedule();
     }
   }
+}
+
+/** The cycle through `wait`, when `wait` is its victim. */
+function victimCycle(locks: readonly AdvisoryLockInfo[], wait: Watched): Wait[] | undefined {
+  const cycle = cycleThrough(locks, wait.pid);
+  const victim = cycle && victimOf(cycle);
+  return victim?.waiter.pid === wait.pid && victim.waiter.key.identity === wait.key.identity ? cycle : undefined;
+}
+
+function sameCycle(a: readonly Wait[], b: readonly Wait[]): boolean {
+  const steps = (cycle: readonly Wait[]) => cycle.map(({ waiter }) => `${waiter.pid}/${waiter.key.identity}`).join(" ");
+  return steps(a) === steps(b);
 }
 
 function describeCycle(cycle: readonly Wait[]): string {

@@ -119,6 +119,7 @@ export function waitLock(
     return { text, values: statementValues, guarded: true, prepare: true };
   }
   const claim = holds.map((held) => `${held.pid}:${lockTag(held.key).join(".")}`).join(" ");
+  const waits = lockTag(key).join(".");
   const text = onOwnBackend(
     `pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NOT NULL`,
     statementValues,
@@ -126,7 +127,7 @@ export function waitLock(
     from,
   ).text;
   // Only digits, dots, colons and spaces go into the comment: pids and pg_locks tags pglock computed.
-  return { text: `/* pglock holds ${claim} */ ${text}`, values: statementValues, guarded: true };
+  return { text: `/* pglock waits ${waits} holds ${claim} */ ${text}`, values: statementValues, guarded: true };
 }
 
 /** The server's version as a number (150004 for 15.4). */

@@ -3,9 +3,11 @@
  * on different sessions (its waits run on sessions that hold nothing), so a cycle of tasks across
  * Lockers is invisible to it. pglock adds what it knows for certain, and nothing else (issue #23):
  * - a session that holds a lock and waits in a statement cannot release that lock until the wait ends;
- * - a waiting statement of pglock's says, in its own text, which locks its task holds (task.ts):
- *   `/* pglock holds <pid>:<classid>.<objid>.<objsubid> ... *\/`. The claim counts only for locks
- *   held by sessions of the same process (host, pid and nonce in application_name: identity.ts).
+ * - a waiting statement of pglock's says, in its own text, which key it waits for and which locks its
+ *   task holds (task.ts): `/* pglock waits <tag> holds <pid>:<tag> ... *\/`, where a tag is pg_locks'
+ *   `<classid>.<objid>.<objsubid>`. The claim counts only for locks held by sessions of the same
+ *   process (host, pid and nonce in application_name: identity.ts), and only when the text is about
+ *   the wait pg_locks shows (pg_stat_activity is read a moment apart from pg_locks).
  * A wait whose task holds nothing carries no claim, and so can never be in a cycle.
  *
  * The rows come from pg_locks joined with pg_stat_activity. https://www.postgresql.org/docs/current/view-pg-locks.html
@@ -70,10 +72,11 @@ export async function readLocks(
   // pg_locks.waitstart arrived in PostgreSQL 14; before it, the wait's start is unknown.
   const rows = await query(sql.advisoryLocks({ key, waitstart: version >= 140000 }));
   return rows.map((row) => {
+    const key = decodeKey(String(row.classid), String(row.objid), Number(row.objsubid));
     const waitingSince = asDate(row.waiting_since);
     const now = asDate(row.now);
     return {
-      key: decodeKey(String(row.classid), String(row.objid), Number(row.objsubid)),
+      key,
       mode: row.mode === "ShareLock" ? "shared" : "exclusive",
       granted: row.granted === true,
       pid: Number(row.pid),
@@ -84,7 +87,7 @@ export async function readLocks(
       waitingSince,
       waitingMs: waitingSince && now ? Math.max(0, now.getTime() - waitingSince.getTime()) : null,
       waitingFor: pidList(row.waiting_for),
-      waiterHolds: row.granted === true ? [] : claimsIn(row.query),
+      waiterHolds: row.granted === true ? [] : claimsIn(row.query, key),
     };
   });
 }
@@ -105,12 +108,15 @@ function pidList(value: unknown): number[] {
   return text === "" ? [] : text.split(",").map(Number);
 }
 
-/** The locks a waiting statement's text says its task holds (sql.heldClaim). */
-export function claimsIn(query: unknown): { pid: number; key: LockKey }[] {
-  const match = typeof query === "string" ? /^\/\* pglock holds ([0-9:. ]+) \*\//.exec(query) : null;
+/** The locks a waiting statement's text says its task holds, if it is a wait for `key` (sql.waitLock). */
+export function claimsIn(query: unknown, key: LockKey): { pid: number; key: LockKey }[] {
+  const match =
+    typeof query === "string" ? /^\/\* pglock waits (\d+)\.(\d+)\.([12]) holds ([0-9:. ]+) \*\//.exec(query) : null;
   if (!match) return [];
+  const waited = decodeKey(match[1] as string, match[2] as string, Number(match[3]));
+  if (waited.identity !== key.identity) return [];
   const claims: { pid: number; key: LockKey }[] = [];
-  for (const entry of (match[1] as string).split(" ")) {
+  for (const entry of (match[4] as string).split(" ")) {
     const parts = /^(\d+):(\d+)\.(\d+)\.([12])$/.exec(entry);
     if (!parts) return [];
     claims.push({ pid: Number(parts[1]), key: decodeKey(parts[2] as string, parts[3] as string, Number(parts[4])) });
@@ -162,8 +168,9 @@ export function nextWaits(wait: Wait, waits: readonly Wait[]): Wait[] {
   const next = new Set<Wait>();
   for (const holder of wait.holders) {
     for (const other of waits) {
-      if (other === wait) continue;
-      if (other.waiter.pid === holder.pid) next.add(other);
+      if (other !== wait && other.waiter.pid === holder.pid) next.add(other);
+      // A wait can claim what it waits for itself: a task that holds a key through one Locker and
+      // waits for it through another waits for itself.
       else if (claims(other.waiter, holder, wait.waiter.key)) next.add(other);
     }
   }

@@ -46,7 +46,8 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
     values["lost-exit-code"] === undefined ? EXIT_LOST : parseExitCode(values["lost-exit-code"], "--lost-exit-code");
   const killAfter = values["kill-after"] === undefined ? 10_000 : parseDuration(values["kill-after"], "--kill-after");
 
-  const pool = makePool(values.database, 2);
+  // The pool is the Locker's alone, but a Locker leaves one connection of any pool to its application.
+  const pool = makePool(values.database, 3);
   const locker = createLocker(pool, { maxSessions: 2 });
   // A signal while waiting for the lock gives up the wait (the command never starts); once the
   // command runs, signals go to it. One listener serves the whole run: removing a signal's last

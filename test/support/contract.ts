@@ -4,6 +4,7 @@
 
 import type pg from "pg";
 import {
+  AlreadyHeldError,
   ClosedError,
   createLeaseLocker,
   type createLocker,
@@ -236,5 +237,77 @@ export function contractCases(implementation: () => Implementation): void {
     await expect(a.withLock(1, null as never)).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(a.acquire(1, { shared: true, fencing: true })).rejects.toBeInstanceOf(InvalidArgumentError);
     expect(a.stats()).toMatchObject({ held: 0, waiting: 0 });
+  });
+
+  it("a task that takes a key it holds fails at once with AlreadyHeldError; the key stays held, then is freed", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueKey();
+    const inner: unknown[] = [];
+    const started = performance.now();
+    await a.withLock(key, async () => {
+      // No timeout: without the task context these would wait for the task itself, forever.
+      inner.push(await a.withLock(key, () => "inner").catch((error: unknown) => error));
+      inner.push(await a.tryWithLock(key, () => "inner").catch((error: unknown) => error));
+      inner.push(await a.acquire(key, { shared: true }).catch((error: unknown) => error));
+      expect(await b.tryAcquire(key)).toBeNull();
+    });
+    expect(performance.now() - started).toBeLessThan(5_000);
+    for (const error of inner) {
+      expect(error).toBeInstanceOf(AlreadyHeldError);
+      expect((error as AlreadyHeldError).code).toBe("ERR_PGLOCK_ALREADY_HELD");
+      expect((error as Error).message).toMatch(/already holds lock .* reentrant: true/);
+    }
+    const h = await a.acquire(key);
+    await expect(a.acquire(key, { holding: [h] })).rejects.toBeInstanceOf(AlreadyHeldError);
+    await h.release();
+    const free = await b.tryAcquire(key);
+    expect(free).not.toBeNull();
+    await free?.release();
+    expect(a.stats()).toMatchObject({ held: 0, waiting: 0 });
+  });
+
+  it("reentrant: a level of the held lock, released with the outermost; no exclusive inside shared", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueKey();
+    await a.withLock(key, async (outerSignal) => {
+      const value = await a.withLock(
+        key,
+        async (signal) => {
+          expect(signal).toBe(outerSignal);
+          const shared = await a.acquire(key, { shared: true, reentrant: true });
+          await shared.release();
+          return "inner";
+        },
+        { reentrant: true },
+      );
+      expect(value).toBe("inner");
+      // The inner levels are released; the outer one still holds the key.
+      expect(await b.tryAcquire(key)).toBeNull();
+    });
+    const free = await b.tryAcquire(key);
+    expect(free).not.toBeNull();
+    await free?.release();
+    const upgrade = await a
+      .withLock(key, () => a.withLock(key, () => {}, { reentrant: true }), { shared: true })
+      .catch((error: unknown) => error);
+    expect(upgrade).toBeInstanceOf(AlreadyHeldError);
+    expect((upgrade as Error).message).toMatch(/holds lock .* shared and asks for it exclusively/);
+    expect(a.stats()).toMatchObject({ held: 0, waiting: 0 });
+  });
+
+  it("holding names only granted handles; a task context does not leak into work that outlives it", async () => {
+    const { make } = setup();
+    const a = make();
+    const key = uniqueKey();
+    await expect(a.acquire(key, { holding: [{}] as never })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(a.acquire(key, { holding: "h" as never })).rejects.toBeInstanceOf(InvalidArgumentError);
+    let later: Promise<unknown> | undefined;
+    await a.withLock(key, () => {
+      later = new Promise((resolve) => setTimeout(resolve, 50)).then(() => a.withLock(key, () => "after"));
+    });
+    // Started inside the callback, run after it released: the key is no longer the task's.
+    expect(await later).toBe("after");
   });
 }

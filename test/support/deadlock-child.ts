@@ -7,6 +7,7 @@
 // - "lock": two seed Locks, waitAndLock({ holding: [first] });
 // - "lock-unsaid": two seed Locks, waitAndLock() with no hint.
 // A wait of the unsaid kinds gives up after WAIT_TIMEOUT_MS (default: never).
+import { hostname } from "node:os";
 import { createInterface } from "node:readline";
 import pg from "pg";
 import { createLocker, newLock } from "pglock";
@@ -18,6 +19,7 @@ pool.on("error", () => {});
 const lines = createInterface({ input: process.stdin });
 const go = new Promise<void>((resolve) => lines.once("line", () => resolve()));
 const say = (text: string) => process.stdout.write(`${text}\n`);
+if (process.env.PRINT_IDENTITY) say(`identity ${process.pid} ${hostname()}`);
 
 async function outcome(wait: () => Promise<unknown>): Promise<void> {
   await go;
