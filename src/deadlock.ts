@@ -14,7 +14,7 @@
 import { DeadlockError } from "./errors.js";
 import { ownerLabel } from "./identity.js";
 import type { LockKey } from "./key.js";
-import { type AdvisoryLockInfo, cycleThrough, victimOf, type Wait } from "./waits.js";
+import { type AdvisoryLockInfo, cycleThrough, victimOf, type Wait, WaitGraph } from "./waits.js";
 
 export const DEFAULT_DEADLOCK_TIMEOUT_MS = 1_000;
 
@@ -94,15 +94,15 @@ export class DeadlockWatch {
       const due = [...this.#waits].filter((wait) => wait.nextLookAt <= now);
       for (const wait of due) wait.nextLookAt = now + this.delayMs;
       if (due.length > 0) {
-        const locks = await this.#read();
-        let again: AdvisoryLockInfo[] | undefined;
+        const locks = new WaitGraph(await this.#read());
+        let again: WaitGraph | undefined;
         for (const wait of due) {
           if (!this.#waits.has(wait)) continue;
           const cycle = victimCycle(locks, wait);
           if (!cycle) continue;
           // Seen twice or not at all: pg_locks and pg_stat_activity are read a moment apart, and a
           // wait is sent again every slice, so one read could stitch a cycle from two moments.
-          again ??= await this.#read();
+          again ??= new WaitGraph(await this.#read());
           const confirmed = victimCycle(again, wait);
           if (confirmed && sameCycle(cycle, confirmed) && this.#waits.has(wait)) {
             this.#waits.delete(wait);
@@ -120,7 +120,7 @@ export class DeadlockWatch {
 }
 
 /** The cycle through `wait`, when `wait` is its victim. */
-function victimCycle(locks: readonly AdvisoryLockInfo[], wait: Watched): Wait[] | undefined {
+function victimCycle(locks: WaitGraph, wait: Watched): Wait[] | undefined {
   const cycle = cycleThrough(locks, wait.pid);
   const victim = cycle && victimOf(cycle);
   return victim?.waiter.pid === wait.pid && victim.waiter.key.identity === wait.key.identity ? cycle : undefined;

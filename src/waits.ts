@@ -140,61 +140,88 @@ export interface Wait {
   readonly queuedBehind: readonly AdvisoryLockInfo[];
 }
 
-/** Every wait, in pid order. */
-export function waitsIn(locks: readonly AdvisoryLockInfo[]): Wait[] {
-  const waits: Wait[] = [];
-  for (const waiter of locks) {
-    if (waiter.granted) continue;
-    const blockers = locks.filter(
-      (other) =>
-        other !== waiter && other.key.identity === waiter.key.identity && waiter.waitingFor.includes(other.pid),
-    );
-    if (blockers.length === 0) continue;
-    waits.push({
-      waiter,
-      holders: blockers.filter((other) => other.granted),
-      queuedBehind: blockers.filter((other) => !other.granted),
-    });
-  }
-  return waits.sort((a, b) => a.waiter.pid - b.waiter.pid);
-}
-
 /**
- * The waits known to hold what `wait` waits for: the session of one of its holders, itself waiting;
- * or a pglock wait whose task says it holds that lock on that session, in the same process.
- * Waiters queued ahead are not followed: PostgreSQL may reorder its queue, so they prove nothing.
+ * The waits of one read of pg_locks, indexed once, so that one look can follow the waits of hundreds
+ * of watched waits (issue #23: every watched wait searches it).
  */
-export function nextWaits(wait: Wait, waits: readonly Wait[]): Wait[] {
-  const next = new Set<Wait>();
-  for (const holder of wait.holders) {
-    for (const other of waits) {
-      if (other !== wait && other.waiter.pid === holder.pid) next.add(other);
-      // A wait can claim what it waits for itself: a task that holds a key through one Locker and
-      // waits for it through another waits for itself.
-      else if (claims(other.waiter, holder, wait.waiter.key)) next.add(other);
+export class WaitGraph {
+  /** Every wait, in pid order. */
+  readonly waits: readonly Wait[];
+  /** The wait of each waiting session (a session waits for one thing at a time). */
+  readonly #byPid = new Map<number, Wait>();
+  /** The waits that claim each held lock, by `<pid>/<key identity>`. */
+  readonly #claimants = new Map<string, Wait[]>();
+
+  constructor(locks: readonly AdvisoryLockInfo[]) {
+    const byKey = new Map<string, AdvisoryLockInfo[]>();
+    for (const lock of locks) {
+      const same = byKey.get(lock.key.identity) ?? [];
+      same.push(lock);
+      byKey.set(lock.key.identity, same);
+    }
+    const waits: Wait[] = [];
+    for (const waiter of locks) {
+      if (waiter.granted) continue;
+      const blockers = (byKey.get(waiter.key.identity) ?? []).filter(
+        (other) => other !== waiter && waiter.waitingFor.includes(other.pid),
+      );
+      if (blockers.length === 0) continue;
+      waits.push({
+        waiter,
+        holders: blockers.filter((other) => other.granted),
+        queuedBehind: blockers.filter((other) => !other.granted),
+      });
+    }
+    this.waits = waits.sort((a, b) => a.waiter.pid - b.waiter.pid);
+    for (const wait of this.waits) {
+      this.#byPid.set(wait.waiter.pid, wait);
+      for (const held of wait.waiter.waiterHolds) {
+        const id = `${held.pid}/${held.key.identity}`;
+        this.#claimants.set(id, [...(this.#claimants.get(id) ?? []), wait]);
+      }
     }
   }
-  return [...next];
-}
 
-function claims(waiter: AdvisoryLockInfo, holder: AdvisoryLockInfo, key: LockKey): boolean {
-  if (!waiter.owner || !holder.owner || !sameProcess(waiter.owner, holder.owner)) return false;
-  return waiter.waiterHolds.some((held) => held.pid === holder.pid && held.key.identity === key.identity);
+  /** The wait of backend `pid`, if it waits. */
+  waitOf(pid: number): Wait | undefined {
+    return this.#byPid.get(pid);
+  }
+
+  /**
+   * The waits known to hold what `wait` waits for: the session of one of its holders, itself
+   * waiting; or a pglock wait whose task says it holds that lock on that session, in the same
+   * process. Waiters queued ahead are not followed: PostgreSQL may reorder its queue, so they prove
+   * nothing.
+   */
+  next(wait: Wait): Wait[] {
+    const next = new Set<Wait>();
+    for (const holder of wait.holders) {
+      const own = this.#byPid.get(holder.pid);
+      if (own && own !== wait) next.add(own);
+      // A wait can claim what it waits for itself: a task that holds a key through one Locker and
+      // waits for it through another waits for itself.
+      for (const claimant of this.#claimants.get(`${holder.pid}/${wait.waiter.key.identity}`) ?? []) {
+        const [a, b] = [claimant.waiter.owner, holder.owner];
+        if (a && b && sameProcess(a, b)) next.add(claimant);
+      }
+    }
+    return [...next].sort((a, b) => a.waiter.pid - b.waiter.pid);
+  }
 }
 
 /**
  * A cycle of waits that begins with the wait of backend `pid`, each known to hold what the one
- * before it waits for (see {@link nextWaits}); undefined when there is none. Found depth first, in
- * pid order, so that every member of a simple cycle finds the same one.
+ * before it waits for (see {@link WaitGraph.next}); undefined when there is none. Found depth first,
+ * in pid order, so that every member of a simple cycle finds the same one.
  */
-export function cycleThrough(locks: readonly AdvisoryLockInfo[], pid: number): Wait[] | undefined {
-  const waits = waitsIn(locks);
-  const first = waits.find((wait) => wait.waiter.pid === pid);
+export function cycleThrough(locks: readonly AdvisoryLockInfo[] | WaitGraph, pid: number): Wait[] | undefined {
+  const graph = locks instanceof WaitGraph ? locks : new WaitGraph(locks);
+  const first = graph.waitOf(pid);
   if (!first) return undefined;
   const path: Wait[] = [first];
   const visited = new Set<Wait>([first]);
   const search = (wait: Wait): boolean => {
-    const next = nextWaits(wait, waits);
+    const next = graph.next(wait);
     if (next.includes(first)) return true;
     for (const onward of next) {
       if (visited.has(onward)) continue;
@@ -229,9 +256,9 @@ export function victimOf(cycle: readonly Wait[]): Wait | undefined {
  * known, or one met before (a cycle). A queue of waiters behind one holder is a queue.
  */
 export function waitChains(locks: readonly AdvisoryLockInfo[]): string[] {
-  const waits = waitsIn(locks);
+  const graph = new WaitGraph(locks);
   const lines: string[] = [];
-  for (const start of waits) {
+  for (const start of graph.waits) {
     const seen = new Set<Wait>([start]);
     let text = `${who(start.waiter)} waits for ${keyText(start.waiter)}`;
     let current: Wait = start;
@@ -240,7 +267,7 @@ export function waitChains(locks: readonly AdvisoryLockInfo[]): string[] {
       if (current.holders.length > 0) parts.push(`held by ${current.holders.map(who).join(" and ")}`);
       if (current.queuedBehind.length > 0) parts.push(`queued behind ${current.queuedBehind.map(who).join(" and ")}`);
       text += ` ${parts.join(", ")}`;
-      const onward = nextWaits(current, waits)[0];
+      const onward = graph.next(current)[0];
       if (!onward) break;
       if (seen.has(onward)) {
         text += `, which waits for ${keyText(onward.waiter)} (pid ${onward.waiter.pid}): a cycle (deadlock)`;

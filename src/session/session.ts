@@ -43,8 +43,9 @@ export interface SessionOptions {
   serverSettings?: readonly (readonly [string, string])[];
 }
 
-/** A wait slice lasts this much longer than the server's deadlock_timeout. */
-const WAIT_SLICE_MARGIN_MS = 1_000;
+/** A wait slice lasts at least this much longer than the server's deadlock_timeout, and at most this + the jitter. */
+const WAIT_SLICE_MARGIN_MS = 500;
+const WAIT_SLICE_JITTER_MS = 1_000;
 
 /** How long ending an abandoned session on the server may take (a connection of its own, one statement). */
 const END_ON_SERVER_TIMEOUT_MS = 5_000;
@@ -77,12 +78,8 @@ export class Session {
   readonly #backendStart: string | undefined;
   readonly #driver: Driver;
   #endingOnServer = false;
-  /**
-   * How long one wait statement may last (sql.waitLock's slices), on connections pglock owns:
-   * the server's deadlock_timeout plus a second, so that PostgreSQL's own deadlock check still runs
-   * within every slice. A caller's own connection keeps its settings and is not sliced.
-   */
-  #waitSliceMs: number | undefined;
+  /** The server's deadlock_timeout, on connections pglock owns (see waitSliceMs). */
+  #deadlockTimeoutMs: number | undefined;
 
   private constructor(connection: DriverConnection, driver: Driver, backendPid: number, backendStart?: string) {
     this.#connection = connection;
@@ -128,7 +125,7 @@ export class Session {
     const session = new Session(connection, driver, Number(row?.backend_pid), backendStart);
     const deadlockTimeoutMs = Number(row?.deadlock_timeout_ms);
     if (driver.ownsConnections && Number.isFinite(deadlockTimeoutMs) && deadlockTimeoutMs >= 0) {
-      session.#waitSliceMs = deadlockTimeoutMs + WAIT_SLICE_MARGIN_MS;
+      session.#deadlockTimeoutMs = deadlockTimeoutMs;
     }
     settings.forEach(([name], i) => {
       const previous = row?.[`previous_${i}`];
@@ -152,9 +149,16 @@ export class Session {
     return this.#lost.signal.aborted;
   }
 
-  /** How long one wait statement may last before it is sent again; undefined: unbounded. */
+  /**
+   * How long the next wait statement may last before it is sent again (sql.waitLock's slices), on
+   * connections pglock owns; undefined (unbounded) on a caller's own connection, whose settings are
+   * its owner's. Longer than the server's deadlock_timeout, so that PostgreSQL's own deadlock check
+   * still runs within every slice: deadlock_timeout + 0.5 s, plus up to 1 s drawn at random, so that
+   * many waits that began together do not all come back to the server at the same moment.
+   */
   get waitSliceMs(): number | undefined {
-    return this.#waitSliceMs;
+    if (this.#deadlockTimeoutMs === undefined) return undefined;
+    return this.#deadlockTimeoutMs + WAIT_SLICE_MARGIN_MS + Math.floor(Math.random() * WAIT_SLICE_JITTER_MS);
   }
 
   /** The server process of this session (pg_backend_pid()). */
