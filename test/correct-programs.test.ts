@@ -135,4 +135,3 @@ describe("a wait holds no snapshot for long", () => {
     }
   }, 110_000);
 });
-
