@@ -154,11 +154,20 @@ export class LockTableFullError extends PglockError {
 
 /** The server is a hot standby: its advisory locks exclude nobody on the primary, so pglock refuses them. */
 export class ReadOnlyServerError extends PglockError {
-  constructor() {
+  /**
+   * `standby`: the server is in recovery. `read-only`: a primary that refuses writes to this session
+   * (`default_transaction_read_only`, SQLSTATE 25006), which leases and fencing tokens need.
+   */
+  constructor(why: "standby" | "read-only" = "standby", options?: ErrorOptions) {
     super(
       "ERR_PGLOCK_READ_ONLY_SERVER",
-      "the server is in recovery (a hot standby): advisory locks taken there exclude nobody on the " +
-        "primary, so pglock refuses to lock; connect to the primary",
+      why === "standby"
+        ? "the server is in recovery (a hot standby): advisory locks taken there exclude nobody on the " +
+            "primary, so pglock refuses to lock; connect to the primary"
+        : "the server refused a write because this session is read-only (default_transaction_read_only is on, " +
+            "for the role, the database or the server): leases and fencing tokens write a row; " +
+            "let pglock's role write (ALTER ROLE … SET default_transaction_read_only = off)",
+      options,
     );
   }
 }

@@ -3,7 +3,7 @@
  * application_name of every session it opens, so that pg_stat_activity (and `pglock ls`, and the
  * deadlock check between Lockers) can tell who holds and who waits.
  *
- * The format is `<name> <host>:<process id> <locker|lock>-<n> <nonce>`, at most 63 bytes:
+ * The format is `<name> <host>:<process id>@<nonce> <locker|lock>-<n>`, at most 63 bytes:
  * application_name is cut at NAMEDATALEN - 1 bytes, and PostgreSQL replaces any character outside
  * printable ASCII with `?` (https://www.postgresql.org/docs/current/runtime-config-logging.html#GUC-APPLICATION-NAME).
  * The user's name comes first and is shortened first; the host is shortened to 24 characters.
@@ -69,7 +69,7 @@ export function applicationNameOf(owner: SessionOwner): string {
   return printable(owner.application).slice(0, room) + suffix;
 }
 
-const FORMAT = /^(.*) (\S+):(\d+) (locker|lock)-(\d+) ([0-9a-f]{8})$/;
+const FORMAT = /^(.*) (\S+):(\d+)@([0-9a-f]{8}) (locker|lock)-(\d+)$/;
 
 /** The owner a session's application_name names, or undefined when it is not a pglock session's. */
 export function ownerOf(applicationName: string | null | undefined): SessionOwner | undefined {
@@ -79,15 +79,15 @@ export function ownerOf(applicationName: string | null | undefined): SessionOwne
     application: match[1] as string,
     host: match[2] as string,
     processId: Number(match[3]),
-    kind: match[4] as OwnerKind,
-    number: Number(match[5]),
-    nonce: match[6] as string,
+    nonce: match[4] as string,
+    kind: match[5] as OwnerKind,
+    number: Number(match[6]),
   };
 }
 
-/** How an owner reads in a table or a message: `web-1:4242 locker-2 3f9a1c2e`. */
+/** How an owner reads in a table or a message: `web-1:4242@3f9a1c2e locker-2`. */
 export function ownerLabel(owner: SessionOwner): string {
-  return `${owner.host}:${owner.processId} ${owner.kind}-${owner.number} ${owner.nonce}`;
+  return `${owner.host}:${owner.processId}@${owner.nonce} ${owner.kind}-${owner.number}`;
 }
 
 /** Whether two sessions belong to one process (same host, pid and nonce). */

@@ -140,7 +140,7 @@ describe("pglock ls, key, help", () => {
     expect(lines[0]).toMatch(/^KEY\s+MODE\s+STATE\s+FOR\s+PID\s+OWNER\s+APPLICATION\s+CLIENT\s+WAITS FOR$/);
     // The command hashed the name itself, so it shows it; the owner is this test process's Lockers.
     const key = `${JSON.stringify(name)} \\(${hashKey(name)}\\)`;
-    const owner = `\\S+:${process.pid} locker-\\d+`;
+    const owner = `\\S+:${process.pid}@[0-9a-f]{8} locker-\\d+`;
     const holderRow = new RegExp(`^${key}\\s+exclusive\\s+held\\s+(\\d+)\\s+${owner}\\s+${app}\\s+\\S+$`);
     const holderPid = holderRow.exec(lines[1] as string)?.[1];
     expect(holderPid).toBeDefined();
@@ -153,9 +153,7 @@ describe("pglock ls, key, help", () => {
       "",
       "WHO WAITS FOR WHOM",
       expect.stringMatching(
-        new RegExp(
-          `^  \\S+:${process.pid} locker-\\d+ \\(pid \\d+\\) waits for ${key} held by \\S+:${process.pid} locker-\\d+ \\(pid ${holderPid}\\)$`,
-        ),
+        new RegExp(`^  ${owner} \\(pid \\d+\\) waits for ${key} held by ${owner} \\(pid ${holderPid}\\)$`),
       ),
     ]);
     const json = JSON.parse((await pglock(["ls", "--key", name, "--json"])).stdout);

@@ -64,7 +64,7 @@ function typed(query: QueryFunction): LeaseQuery {
 export function leaseError(error: unknown): Error {
   const state = sqlState(error);
   const message = error instanceof Error ? error.message : String(error);
-  if (state === "25006") return Object.assign(new ReadOnlyServerError(), { cause: error });
+  if (state === "25006") return new ReadOnlyServerError("read-only", { cause: error });
   if (endsSession(error)) return new ConnectionError(`a lease statement failed: ${message}`, { cause: error });
   return new DatabaseError(`a lease statement failed (SQLSTATE ${state}): ${message}`, { cause: error });
 }

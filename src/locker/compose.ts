@@ -87,13 +87,14 @@ export async function timedAcquire<H>(
     () => ({ key: args.key, shared: args.mode === "shared", wait: true }),
     async () => {
       const timeout = args.timeout;
+      // timeout 0 means: only if it is free now, exactly as tryAcquire. A 0 ms timer would fire
+      // before the first round trip came back, and refuse a free key (issue #26).
       const timer =
-        timeout === undefined
+        timeout === undefined || timeout === 0
           ? undefined
           : timeoutSignal(timeout, () => new LockTimeoutError(args.key.toString(), timeout));
       const linked = linkSignals(args.signal, timer?.signal, closing);
       try {
-        // timeout 0 means: only if it is free now.
         const granted = await request(linked.signal, timeout !== 0);
         if (granted === undefined) throw new LockTimeoutError(args.key.toString(), 0);
         return granted;
