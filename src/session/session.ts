@@ -43,6 +43,12 @@ export interface SessionOptions {
   serverSettings?: readonly (readonly [string, string])[];
 }
 
+/**
+ * A timer that runs this much later than it was due means the event loop stalled (GC, synchronous
+ * work); less where the probe's own timeout is shorter.
+ */
+const STALL_MS = 1_000;
+
 /** A wait slice lasts at least this much longer than the server's deadlock_timeout, and at most this + the jitter. */
 const WAIT_SLICE_MARGIN_MS = 500;
 const WAIT_SLICE_JITTER_MS = 1_000;
@@ -71,6 +77,11 @@ export class Session {
   #previousSettings: [string, string][] = [];
   #heartbeat: NodeJS.Timeout | undefined;
   #probeTimeoutMs = 0;
+  #keepaliveMs = 0;
+  /** When the heartbeat last ran: how late the next one runs is the event loop's own lag. */
+  #lastBeatAt = 0;
+  /** When the last stall of the event loop that pglock saw ended: time before it is not the server's. */
+  #stallEndedAt = Number.NEGATIVE_INFINITY;
   #closed = false;
   /** The server session this connection reached at open: guarded statements act only there. */
   readonly #backendPid: number;
@@ -390,8 +401,30 @@ export class Session {
 
   #startHeartbeat(intervalMs: number, probeTimeoutMs: number) {
     this.#probeTimeoutMs = probeTimeoutMs;
+    this.#keepaliveMs = intervalMs;
+    this.#lastBeatAt = performance.now();
     this.#heartbeat = setInterval(() => this.#probe(), intervalMs);
     this.#heartbeat.unref();
+  }
+
+  /**
+   * Notes a stall of this process's event loop (GC, synchronous work): a timer that runs much later
+   * than it was due. A stalled client is not a dead network: time spent stalled does not count
+   * against the server (issue #26).
+   */
+  #noteLag(dueAt: number): void {
+    const now = performance.now();
+    const threshold = Math.min(STALL_MS, Math.max(100, this.#probeTimeoutMs / 2));
+    if (now - dueAt > threshold) this.#stallEndedAt = now;
+  }
+
+  /**
+   * Runs `decide` once the socket has been read. After a stall, timers run before pending I/O is
+   * read, so an answer already in the socket would look missing; setImmediate runs after the event
+   * loop's poll phase. https://nodejs.org/en/learn/asynchronous-work/event-loop-timers-and-nexttick
+   */
+  #afterPendingIo(decide: () => void): void {
+    setImmediate(decide);
   }
 
   /**
@@ -400,16 +433,25 @@ export class Session {
    * Waits are left alone (they hold nothing else, by the Locker's rules).
    */
   #probe() {
+    this.#noteLag(this.#lastBeatAt + this.#keepaliveMs);
+    this.#lastBeatAt = performance.now();
     // probeTimeoutMs 0: no deadline (the ms options' rule: 0 turns the limit off). Probes still go out,
     // so a connection the kernel knows is broken is noticed; a silent one waits for TCP keepalive.
     const deadline = this.#probeTimeoutMs > 0;
     const running = this.#running;
     if (running) {
-      if (deadline && !running.options.waits && performance.now() - (running.startedAt ?? 0) > this.#probeTimeoutMs) {
-        void this.#abandon(
-          new ConnectionError(`PostgreSQL did not answer within ${this.#probeTimeoutMs} ms`),
-          running.statement,
-        );
+      const overdue = () =>
+        this.#running === running &&
+        !this.isLost &&
+        performance.now() - Math.max(running.startedAt ?? 0, this.#stallEndedAt) > this.#probeTimeoutMs;
+      if (deadline && !running.options.waits && overdue()) {
+        this.#afterPendingIo(() => {
+          if (!overdue()) return;
+          void this.#abandon(
+            new ConnectionError(`PostgreSQL did not answer within ${this.#probeTimeoutMs} ms`),
+            running.statement,
+          );
+        });
       }
       return;
     }
@@ -420,14 +462,31 @@ export class Session {
     }
     const probe = new AbortController();
     const probeStatement = sql.ping();
-    const timer = setTimeout(() => {
-      probe.abort();
-      void this.#abandon(
-        new ConnectionError(`PostgreSQL did not answer a liveness probe within ${this.#probeTimeoutMs} ms`),
-        probeStatement,
-      );
-    }, this.#probeTimeoutMs);
-    void this.run(probeStatement, { signal: probe.signal }).then(() => clearTimeout(timer));
+    let answered = false;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (ms: number) => {
+      const dueAt = performance.now() + ms;
+      timer = setTimeout(() => {
+        this.#noteLag(dueAt);
+        if (answered || this.isLost) return;
+        // The loop stalled while the probe was out: give the server its whole time again.
+        if (this.#stallEndedAt >= dueAt) return arm(this.#probeTimeoutMs);
+        this.#afterPendingIo(() => {
+          if (answered || this.isLost) return;
+          probe.abort();
+          void this.#abandon(
+            new ConnectionError(`PostgreSQL did not answer a liveness probe within ${this.#probeTimeoutMs} ms`),
+            probeStatement,
+          );
+        });
+      }, ms);
+      timer.unref();
+    };
+    arm(this.#probeTimeoutMs);
+    void this.run(probeStatement, { signal: probe.signal }).then(() => {
+      answered = true;
+      clearTimeout(timer);
+    });
   }
 
   #markLost(error: ConnectionError) {

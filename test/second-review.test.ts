@@ -1,0 +1,130 @@
+// Failures found by the second adversarial review (issue #26), each with a test that failed before
+// its fix.
+import pg from "pg";
+import { createLeaseLocker, createLocker, ReadOnlyServerError } from "pglock";
+import { describe, expect, it } from "vitest";
+import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { program, run } from "./support/run.js";
+
+/** Keeps this process's event loop busy for `ms`, as a GC pause or synchronous work does. */
+function stall(ms: number) {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // busy
+  }
+}
+
+describe("an event-loop stall is not a dead server", () => {
+  /**
+   * A pool whose clients stall this process for `ms` right after sending a statement that matches
+   * `next.pattern` (once; `later`: from a setImmediate): the answer then arrives while the event loop
+   * is stalled, as when a GC pause or synchronous work follows a send. The statements and the server
+   * are real.
+   */
+  function stallingPool(next: { pattern: RegExp | undefined; ms: number; later?: boolean }) {
+    const pool = makePool({ max: 3 });
+    pool.on("connect", (client) => {
+      const send = client.query.bind(client) as (...args: unknown[]) => unknown;
+      (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+        const result = send(...args);
+        const text = typeof args[0] === "string" ? args[0] : ((args[0] as { text?: string })?.text ?? "");
+        if (next.pattern?.test(text)) {
+          next.pattern = undefined;
+          // In the check phase: the loop's next turn then runs its timers before it reads the socket.
+          if (next.later) setImmediate(() => stall(next.ms));
+          else stall(next.ms);
+        }
+        return result;
+      };
+    });
+    return pool;
+  }
+
+  it("a stall right after the heartbeat's probe went out loses nothing", async () => {
+    const admin = makePool({ max: 2 });
+    const next = { pattern: undefined as RegExp | undefined, ms: 1_500, later: true };
+    const locker = createLocker(stallingPool(next), { keepaliveMs: 300, probeTimeoutMs: 500 });
+    const key = uniqueKey();
+    try {
+      const held = await locker.acquire(key);
+      for (let i = 0; i < 3; i++) {
+        next.pattern = /THEN true END AS ok/; // the liveness probe (sql.ping)
+        await eventually(() => next.pattern === undefined, 10_000);
+        await sleep(600);
+      }
+      expect(held.signal.aborted).toBe(false);
+      expect((await locksOnKey(admin, key)).filter((row) => row.granted)).toHaveLength(1);
+      await held.release();
+    } finally {
+      await locker.close();
+    }
+  });
+
+  it("a stall while a statement is in flight loses nothing", async () => {
+    const admin = makePool({ max: 2 });
+    const next = { pattern: undefined as RegExp | undefined, ms: 1_500 };
+    const locker = createLocker(stallingPool(next), { keepaliveMs: 300, probeTimeoutMs: 500 });
+    const key = uniqueKey();
+    try {
+      const held = await locker.acquire(key);
+      for (let i = 0; i < 3; i++) {
+        next.pattern = /pg_try_advisory_lock/;
+        const other = await locker.tryAcquire(uniqueKey());
+        await other?.release();
+        await sleep(600);
+      }
+      expect(held.signal.aborted).toBe(false);
+      expect((await locksOnKey(admin, key)).filter((row) => row.granted)).toHaveLength(1);
+      await held.release();
+    } finally {
+      await locker.close();
+    }
+  });
+});
+
+describe("timeout: 0 is tryAcquire", () => {
+  it("takes a free key on a fresh Locker and a fresh lease Locker, every time", async () => {
+    const pool = makePool({ max: 30 });
+    for (let i = 0; i < 10; i++) {
+      const locker = createLocker(pool);
+      const handle = await locker.acquire(uniqueKey(), { timeout: 0 });
+      await handle.release();
+      await locker.close();
+      const leases = createLeaseLocker(pool, { applicationName: uniqueName() });
+      const lease = await leases.acquire(uniqueKey(), { timeout: 0 });
+      await lease.release();
+      await leases.close();
+    }
+  });
+
+  it("pglock run --timeout 0 (and 0s) runs the command on a free key", async () => {
+    const [command, args] = program("src/cli/bin.ts");
+    for (const timeout of ["0", "0s"]) {
+      const result = await run(command, [...args, "run", uniqueName(), "--timeout", timeout, "--", "true"], {
+        DATABASE_URL: databaseUrl(),
+      });
+      expect([timeout, result.code, result.stderr]).toEqual([timeout, 0, ""]);
+    }
+  });
+});
+
+describe("a primary that refuses writes", () => {
+  it("is a ReadOnlyServerError that says read-only, not a hot standby", async () => {
+    const pool = new pg.Pool({
+      connectionString: databaseUrl(),
+      max: 2,
+      options: "-c default_transaction_read_only=on",
+    });
+    pool.on("error", () => {});
+    const leases = createLeaseLocker(pool, { applicationName: uniqueName() });
+    try {
+      const error = await leases.acquire(uniqueKey()).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ReadOnlyServerError);
+      expect((error as Error).message).toMatch(/read-only \(default_transaction_read_only is on/);
+      expect((error as Error).message).not.toMatch(/standby/);
+    } finally {
+      await leases.close();
+      await pool.end();
+    }
+  });
+});
