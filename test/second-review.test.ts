@@ -1,8 +1,9 @@
 // Failures found by the second adversarial review (issue #26), each with a test that failed before
 // its fix.
 import pg from "pg";
-import { createLeaseLocker, createLocker, ReadOnlyServerError } from "pglock";
+import { createLeaseLocker, createLocker, DatabaseError, fencingTableSql, ReadOnlyServerError } from "pglock";
 import { describe, expect, it } from "vitest";
+import { startThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
 import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
 import { program, run } from "./support/run.js";
 
@@ -125,6 +126,93 @@ describe("a primary that refuses writes", () => {
     } finally {
       await leases.close();
       await pool.end();
+    }
+  });
+});
+
+describe("fencing tokens", () => {
+  it("a least-privilege role (no CREATE on the schema) draws tokens from a table its owner made", async () => {
+    const admin = new pg.Client({ connectionString: databaseUrl() });
+    await admin.connect();
+    const role = `pglock_app_${uniqueName("r").replace(/-/g, "_")}`;
+    const schema = `pglock_s_${uniqueName("s").replace(/-/g, "_")}`;
+    const table = "fencing_tokens";
+    try {
+      await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD 'app-secret'`);
+      // A schema the role may use but not create in: what PostgreSQL 15+ does to public by default.
+      await admin.query(`CREATE SCHEMA ${schema}`);
+      await admin.query(`GRANT USAGE ON SCHEMA ${schema} TO ${role}`);
+      await admin.query(`SET search_path = ${schema}`);
+      await admin.query(fencingTableSql(table));
+      await admin.query(`GRANT SELECT, INSERT, UPDATE ON ${schema}.${table} TO ${role}`);
+      const url = new URL(databaseUrl());
+      url.username = role;
+      url.password = "app-secret";
+      const pool = new pg.Pool({ connectionString: url.href, max: 3, options: `-c search_path=${schema}` });
+      pool.on("error", () => {});
+      const locker = createLocker(pool, { fencingTable: table });
+      try {
+        const key = uniqueKey();
+        const first = await locker.acquire(key, { fencing: true });
+        await first.release();
+        const second = await locker.acquire(key, { fencing: true });
+        expect(second.fencingToken as bigint).toBeGreaterThan(first.fencingToken as bigint);
+        await second.release();
+        // A table it may not write is a pglock error that says what to do, not a raw 42501.
+        await admin.query(`REVOKE UPDATE ON ${schema}.${table} FROM ${role}`);
+        const error = await locker.acquire(key, { fencing: true }).catch((caught: unknown) => caught);
+        expect(error).toBeInstanceOf(DatabaseError);
+        expect((error as Error).message).toMatch(
+          /fencing token could not be drawn: .*permission denied.*grant SELECT, INSERT, UPDATE/,
+        );
+        expect((await locksOnKey(makePool({ max: 2 }), key)).filter((row) => row.granted)).toEqual([]);
+      } finally {
+        await locker.close();
+        await pool.end();
+      }
+    } finally {
+      await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await admin.query(`DROP ROLE IF EXISTS ${role}`);
+      await admin.end();
+    }
+  });
+
+  it("tokens keep increasing across a crash of a server with synchronous_commit = off", async () => {
+    const server = await startThrowawayPostgres({
+      postgresFlags: ["-c", "synchronous_commit=off", "-c", "wal_writer_delay=10000"],
+    });
+    try {
+      const key = uniqueKey();
+      const highest = async () => {
+        const pool = new pg.Pool({ connectionString: server.url, max: 3 });
+        pool.on("error", () => {});
+        const locker = createLocker(pool);
+        // A short TTL: a release that the crash lost leaves the lease taken until it expires.
+        const leases = createLeaseLocker(pool, { applicationName: uniqueName(), ttlMs: 1_000 });
+        const tokens: bigint[] = [];
+        const leaseTokens: bigint[] = [];
+        try {
+          for (let i = 0; i < 20; i++) {
+            const handle = await locker.acquire(key, { fencing: true });
+            tokens.push(handle.fencingToken as bigint);
+            await handle.release();
+            const lease = await leases.acquire(key);
+            leaseTokens.push(lease.fencingToken);
+            await lease.release();
+          }
+        } finally {
+          await Promise.all([locker.close(), leases.close()]);
+          await pool.end();
+        }
+        return { session: tokens.at(-1) as bigint, lease: leaseTokens.at(-1) as bigint };
+      };
+      const before = await highest();
+      await server.restart({ immediate: true });
+      const after = await highest();
+      expect(after.session).toBeGreaterThan(before.session);
+      expect(after.lease).toBeGreaterThan(before.lease);
+    } finally {
+      await server.stop();
     }
   });
 });

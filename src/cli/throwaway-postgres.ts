@@ -21,8 +21,12 @@ export interface ThrowawayPostgres {
   /** postgres://… URL; it contains a random password, so never print it. */
   readonly url: string;
   readonly port: number;
-  /** Stops the server (fast shutdown: sessions end, their locks with them) and starts it again on the same port. */
-  restart(): Promise<void>;
+  /**
+   * Stops the server (fast shutdown: sessions end, their locks with them) and starts it again on the
+   * same port. `immediate`: a crash instead (SIGQUIT, no checkpoint; WAL not yet written is lost,
+   * as with `synchronous_commit = off`), then crash recovery at the start.
+   */
+  restart(options?: { immediate?: boolean }): Promise<void>;
   /**
    * A cold copy of this server as a standby of nothing, on a port of its own (this one is stopped
    * for the copy and started again). Promoted (`SELECT pg_promote()`), it is a new primary on the
@@ -141,8 +145,8 @@ async function launch(instance: Instance): Promise<ThrowawayPostgres> {
   return {
     url,
     port,
-    async restart() {
-      await server.stop();
+    async restart(restartOptions: { immediate?: boolean } = {}) {
+      await server.stop(restartOptions.immediate ? "SIGQUIT" : "SIGINT");
       server = await run(binDir, flags, owner, port, url);
     },
     async standbyCopy() {
@@ -255,9 +259,10 @@ async function run(
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return {
-    async stop() {
+    /** SIGINT: fast shutdown, which ends sessions and releases their locks; SIGQUIT: immediate, a crash. */
+    async stop(signal: "SIGINT" | "SIGQUIT" = "SIGINT") {
       if (gone) return;
-      child.kill("SIGINT"); // fast shutdown: ends sessions, releases their locks
+      child.kill(signal);
       const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
       await exited;
       clearTimeout(timer);

@@ -19,7 +19,7 @@
  * the newest committed version of it, so a grant is atomic in one statement, under READ COMMITTED,
  * with no lock held across statements. https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
  */
-import { TIMELINE_SQL } from "../locker/fencing.js";
+import { DURABLE_COMMIT, TIMELINE_SQL } from "../locker/fencing.js";
 import { checkTableName } from "../validate.js";
 
 /**
@@ -79,7 +79,7 @@ export function leaseStatements(table: string): LeaseStatements {
     acquire:
       `INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
       `SELECT $1::text, $3::bool, pg_catalog.jsonb_build_object($2::text, ${NOW_MS} + $4::int8), ` +
-      `now() + $4::int8 * interval '1 millisecond', ${token} ` +
+      `now() + $4::int8 * interval '1 millisecond', ${token} FROM ${DURABLE_COMMIT} ` +
       // Refused at once when this statement's snapshot already shows a conflict: no sequence value is
       // spent on a poll. The ON CONFLICT condition below is what decides, on the newest row version.
       `WHERE NOT EXISTS (SELECT 1 FROM ${table} AS c WHERE c.lock_key = $1::text AND EXISTS (${conflicts("c", "$3::bool")})) ` +
@@ -93,6 +93,7 @@ export function leaseStatements(table: string): LeaseStatements {
     renew:
       `UPDATE ${table} AS l SET holders = pg_catalog.jsonb_set(l.holders, ARRAY[$2::text], pg_catalog.to_jsonb(${NOW_MS} + $3::int8)), ` +
       "expires_at = GREATEST(l.expires_at, now() + $3::int8 * interval '1 millisecond') " +
+      `FROM ${DURABLE_COMMIT} ` +
       // Only a live entry of this holder is renewed: never one that expired (someone may hold the key
       // since), and never re-inserted (openbao/openbao#2100 is that bug).
       `WHERE l.lock_key = $1::text AND (l.holders ->> $2::text)::int8 > ${NOW_MS} ` +

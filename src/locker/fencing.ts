@@ -11,6 +11,7 @@
  *   );
  */
 
+import { DatabaseError, PglockError, ReadOnlyServerError } from "../errors.js";
 import type { LockKey } from "../key.js";
 import { sqlState } from "../session/driver.js";
 import type { Session } from "../session/session.js";
@@ -33,6 +34,28 @@ export const TIMELINE_SHIFT = 40;
 export const TIMELINE_SQL =
   "('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int8";
 
+/**
+ * A FROM item that makes the statement's own commit durable whatever the session's
+ * synchronous_commit (many deployments set it off): a token or a lease that a crash could forget
+ * would be drawn again, lower (issue #26). is_local lasts until the end of the statement's implicit
+ * transaction, which is when the commit reads it; on default settings this costs nothing more.
+ * https://www.postgresql.org/docs/current/wal-async-commit.html
+ */
+export const DURABLE_COMMIT = "(SELECT pg_catalog.set_config('synchronous_commit', 'on', true)) AS durable";
+
+/** A failed token statement as a pglock error: the session's own loss stays what it is. */
+function fencingError(error: unknown, key: LockKey): Error {
+  if (error instanceof PglockError) return error as Error;
+  const state = sqlState(error);
+  if (state === "25006") return new ReadOnlyServerError("read-only", { cause: error });
+  const message = error instanceof Error ? error.message : String(error);
+  const hint =
+    state === "42501"
+      ? ": the role may not use the fencing table; create it as its owner (fencingTableSql()) and grant SELECT, INSERT, UPDATE on it"
+      : "";
+  return new DatabaseError(`lock ${key}: a fencing token could not be drawn: ${message}${hint}`, { cause: error });
+}
+
 export class FencingTokens {
   readonly #table: string;
   #created: Promise<void> | undefined;
@@ -41,12 +64,30 @@ export class FencingTokens {
     this.#table = table;
   }
 
+  /**
+   * The next token for `key`, drawn on `session`. The table is created only when it is missing: a
+   * least-privilege role may use a table its owner created (fencingTableSql) without CREATE on the
+   * schema, which `CREATE TABLE IF NOT EXISTS` checks even when the table exists (PostgreSQL 15+).
+   */
   async next(session: Session, key: LockKey): Promise<bigint> {
+    try {
+      return await this.#draw(session, key);
+    } catch (error) {
+      if (sqlState(error) !== "42P01") throw fencingError(error, key);
+    }
     this.#created ??= this.#create(session).catch((error) => {
       this.#created = undefined;
-      throw error;
+      throw fencingError(error, key);
     });
     await this.#created;
+    try {
+      return await this.#draw(session, key);
+    } catch (error) {
+      throw fencingError(error, key);
+    }
+  }
+
+  async #draw(session: Session, key: LockKey): Promise<bigint> {
     // Guarded like the lock statements (sql.ts, onOwnBackend): drawn only on the holding server session.
     // The floor is the server's timeline in the high bits: a promoted standby is on a higher timeline,
     // so its first token exceeds every token of the old primary, even the ones whose commits did not
@@ -55,7 +96,7 @@ export class FencingTokens {
     const rows = await session.query({
       text:
         `INSERT INTO ${this.#table} AS f (lock_key, token) ` +
-        `SELECT $1, ((${TIMELINE_SQL}) << ${TIMELINE_SHIFT}) + 1 ` +
+        `SELECT $1, ((${TIMELINE_SQL}) << ${TIMELINE_SHIFT}) + 1 FROM ${DURABLE_COMMIT} ` +
         "WHERE pg_catalog.pg_backend_pid() = $2::int4 " +
         "ON CONFLICT (lock_key) DO UPDATE SET token = GREATEST(f.token + 1, EXCLUDED.token) " +
         "RETURNING token::text AS token, pg_catalog.pg_backend_pid() AS backend_pid",
