@@ -251,18 +251,27 @@ export function describeSession(settings: readonly (readonly [string, string])[]
 
 /**
  * Ends the server session `pid` if it is still the one that started at `backendStart` (a pid can be
- * reused by a new session once the old one is gone) and still shows `lastStatement`, pglock's (behind
- * a pooler, the server session can serve another client by now). A role may end its own sessions.
+ * reused by a new session once the old one is gone), still shows `lastStatement`, pglock's, and still
+ * carries `applicationName`, the one this process set on it. Behind a pooler in session mode
+ * (PgBouncer), the same server session can serve another client by now, which sends the same
+ * statement texts; its application_name, with its own process nonce (identity.ts), tells it apart
+ * (issue #26). A role may end its own sessions.
  * https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADMIN-SIGNAL
  */
-export function terminateBackend(pid: number, backendStart: string, lastStatement: string): Statement {
+export function terminateBackend(
+  pid: number,
+  backendStart: string,
+  lastStatement: string,
+  applicationName: string,
+): Statement {
   return {
     text:
       "SELECT pg_catalog.pg_terminate_backend(a.pid) AS ended FROM pg_catalog.pg_stat_activity a " +
       "WHERE a.pid = $1::int4 AND pg_catalog.date_part('epoch', a.backend_start)::text = $2 " +
       // pg_stat_activity keeps the first track_activity_query_size bytes of a query.
-      "AND a.query <> '' AND a.query = pg_catalog.left($3, pg_catalog.length(a.query))",
-    values: [pid, backendStart, lastStatement],
+      "AND a.query <> '' AND a.query = pg_catalog.left($3, pg_catalog.length(a.query)) " +
+      "AND a.application_name = $4",
+    values: [pid, backendStart, lastStatement, applicationName],
   };
 }
 

@@ -4,6 +4,7 @@ import pg from "pg";
 import { createLeaseLocker, createLocker, DatabaseError, fencingTableSql, ReadOnlyServerError } from "pglock";
 import { describe, expect, it } from "vitest";
 import { startThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
+import { terminateBackend } from "../src/sql.js";
 import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
 import { program, run } from "./support/run.js";
 
@@ -213,6 +214,47 @@ describe("fencing tokens", () => {
       expect(after.lease).toBeGreaterThan(before.lease);
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe("ending an abandoned session", () => {
+  it("never ends a server session that now carries another client's application_name", async () => {
+    const admin = makePool({ max: 2 });
+    const other = new pg.Client({
+      connectionString: databaseUrl(),
+      application_name: "pglock web-2:1@0badc0de locker-1",
+    });
+    await other.connect();
+    other.on("error", () => {});
+    try {
+      const { rows } = await other.query(
+        "SELECT pg_backend_pid() AS pid, date_part('epoch', backend_start)::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+      );
+      const statement = "SELECT pg_sleep(3)";
+      const sleeping = other.query(statement).catch((error: unknown) => error);
+      await eventually(async () => {
+        const active = await admin.query("SELECT state FROM pg_stat_activity WHERE pid = $1", [rows[0].pid]);
+        return active.rows[0]?.state === "active";
+      });
+      // The same pid, start and statement text, as a pooler would hand this server session on: not ours.
+      const mine = terminateBackend(
+        Number(rows[0].pid),
+        rows[0].started,
+        statement,
+        "pglock web-1:1@1badc0de locker-1",
+      );
+      expect((await admin.query(mine.text, [...mine.values])).rows).toEqual([]);
+      const theirs = terminateBackend(
+        Number(rows[0].pid),
+        rows[0].started,
+        statement,
+        "pglock web-2:1@0badc0de locker-1",
+      );
+      expect((await admin.query(theirs.text, [...theirs.values])).rows).toEqual([{ ended: true }]);
+      expect(String(await sleeping)).toMatch(/terminating connection/);
+    } finally {
+      await other.end().catch(() => {});
     }
   });
 });

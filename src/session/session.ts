@@ -89,6 +89,8 @@ export class Session {
   readonly #backendStart: string | undefined;
   readonly #driver: Driver;
   #endingOnServer = false;
+  /** The application_name pglock set on this server session (connections it owns): who it is ours by. */
+  #applicationName: string | undefined;
   /** The server's deadlock_timeout, on connections pglock owns (see waitSliceMs). */
   #deadlockTimeoutMs: number | undefined;
 
@@ -134,6 +136,7 @@ export class Session {
     }
     const backendStart = typeof row?.backend_start === "string" ? row.backend_start : undefined;
     const session = new Session(connection, driver, Number(row?.backend_pid), backendStart);
+    if (driver.ownsConnections) session.#applicationName = options.applicationName;
     const deadlockTimeoutMs = Number(row?.deadlock_timeout_ms);
     if (driver.ownsConnections && Number.isFinite(deadlockTimeoutMs) && deadlockTimeoutMs >= 0) {
       session.#deadlockTimeoutMs = deadlockTimeoutMs;
@@ -526,7 +529,13 @@ export class Session {
    */
   #abandon(cause: ConnectionError, statement: Statement): Promise<void> {
     // Before discard: markLost's listeners may give the session back at once, which closes it.
-    if (!this.#closed && !this.#endingOnServer && this.#driver.ownsConnections && this.#backendStart !== undefined) {
+    if (
+      !this.#closed &&
+      !this.#endingOnServer &&
+      this.#driver.ownsConnections &&
+      this.#backendStart !== undefined &&
+      this.#applicationName !== undefined
+    ) {
       this.#endingOnServer = true;
       void this.#endOnServer(statement);
     }
@@ -553,7 +562,14 @@ export class Session {
       const connection = await connecting;
       if (gaveUp) return;
       try {
-        await connection.query(sql.terminateBackend(this.#backendPid, this.#backendStart as string, statement.text));
+        await connection.query(
+          sql.terminateBackend(
+            this.#backendPid,
+            this.#backendStart as string,
+            statement.text,
+            this.#applicationName as string,
+          ),
+        );
         await connection.release();
       } catch (error) {
         await connection.destroy(error instanceof Error ? error : new Error(String(error)));
