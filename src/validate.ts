@@ -44,10 +44,17 @@ export function checkMs(value: unknown, where: string, name: string): number | u
   return value;
 }
 
-export function checkInteger(value: unknown, where: string, name: string, min: number): number | undefined {
+export function checkInteger(
+  value: unknown,
+  where: string,
+  name: string,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
-    throw new InvalidArgumentError(`${where}: ${name} must be an integer >= ${min}, got ${describe(value)}`);
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
+    const rule = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
+    throw new InvalidArgumentError(`${where}: ${name} must be an integer ${rule}, got ${describe(value)}`);
   }
   return value;
 }
@@ -60,5 +67,27 @@ export function checkTableName(value: unknown, where: string, name: string): str
       `${where}: options.${name} must be a lower-case SQL name, optionally schema-qualified (like pglock_fencing), got ${describe(value)}`,
     );
   }
+  const reserved = value.split(".").find((part) => RESERVED.has(part));
+  if (reserved !== undefined) {
+    throw new InvalidArgumentError(
+      `${where}: options.${name} must not be a word PostgreSQL reserves (${JSON.stringify(reserved)} would need quotes in every statement); pick another name, like pglock_${reserved}`,
+    );
+  }
   return value;
 }
+
+/**
+ * The key words PostgreSQL reserves, which cannot name a table unquoted (both "reserved" columns of
+ * https://www.postgresql.org/docs/current/sql-keywords-appendix.html).
+ */
+const RESERVED = new Set(
+  (
+    "all analyse analyze and any array as asc asymmetric authorization binary both case cast check collate collation " +
+    "column concurrently constraint create cross current_catalog current_date current_role current_schema current_time " +
+    "current_timestamp current_user default deferrable desc distinct do else end except false fetch for foreign freeze " +
+    "from full grant group having ilike in initially inner intersect into is isnull join lateral leading left like limit " +
+    "localtime localtimestamp natural not notnull null offset on only or order outer overlaps placing primary references " +
+    "returning right select session_user similar some symmetric system_user table tablesample then to trailing true " +
+    "union unique user using variadic verbose when where window with"
+  ).split(" "),
+);

@@ -1,7 +1,14 @@
 // Failures found by the second adversarial review (issue #26), each with a test that failed before
 // its fix.
 import pg from "pg";
-import { createLeaseLocker, createLocker, DatabaseError, fencingTableSql, ReadOnlyServerError } from "pglock";
+import {
+  createLeaseLocker,
+  createLocker,
+  DatabaseError,
+  fencingTableSql,
+  InvalidArgumentError,
+  ReadOnlyServerError,
+} from "pglock";
 import { describe, expect, it } from "vitest";
 import { startThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
 import { terminateBackend } from "../src/sql.js";
@@ -256,5 +263,19 @@ describe("ending an abandoned session", () => {
     } finally {
       await other.end().catch(() => {});
     }
+  });
+});
+
+describe("lease options that used to break every statement", () => {
+  it("a TTL beyond a day, and a table named by a reserved word, are refused with the rule", () => {
+    const pool = makePool({ max: 2 });
+    expect(() => createLeaseLocker(pool, { ttlMs: 2_160_000_000 })).toThrow(
+      /options.ttlMs must be an integer in \[100, 86400000\], got 2160000000/,
+    );
+    for (const table of ["user", "order", "select", "public.user"]) {
+      expect(() => createLeaseLocker(pool, { table })).toThrow(/must not be a word PostgreSQL reserves/);
+      expect(() => createLocker(pool, { fencingTable: table })).toThrow(InvalidArgumentError);
+    }
+    expect(() => createLeaseLocker(pool, { table: "users" })).not.toThrow();
   });
 });

@@ -58,6 +58,9 @@ export interface LeaseLockerOptions {
   reentrant?: boolean;
 }
 
+/** The longest TTL: one day. */
+const MAX_TTL_MS = 86_400_000;
+
 /** A waiting acquire's first pause; pauses double from there up to maxPollMs, with jitter. */
 const FIRST_POLL_MS = 5;
 /** Expired rows are deleted by a Locker at most this often, after one of its grants. */
@@ -98,7 +101,9 @@ export class LeaseLocker {
   constructor(db: unknown, options: LeaseLockerOptions = {}) {
     const where = "createLeaseLocker";
     optionsObject(options, where);
-    this.ttlMs = checkInteger(options.ttlMs, where, "options.ttlMs", 100) ?? 30_000;
+    // At most a day: a lease longer than that outlives any holder worth waiting for, and timers over
+    // 2^31 - 1 ms fire at once (issue #26: a 36-day TTL failed every statement).
+    this.ttlMs = checkInteger(options.ttlMs, where, "options.ttlMs", 100, MAX_TTL_MS) ?? 30_000;
     this.renewEveryMs = checkMs(options.renewEveryMs, where, "renewEveryMs") ?? Math.floor(this.ttlMs / 3);
     this.expiryMarginMs = checkMs(options.expiryMarginMs, where, "expiryMarginMs") ?? Math.floor(this.ttlMs / 5);
     this.#maxPollMs = checkMs(options.maxPollMs, where, "maxPollMs") ?? 1000;
