@@ -1,4 +1,5 @@
 import { InvalidLockKeyError } from "./errors.js";
+import { redact } from "./redact.js";
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -144,7 +145,10 @@ function pairKey(input: readonly unknown[]): LockKey {
 /** A short rendering of any value for error messages (never throws). */
 export function describe(value: unknown): string {
   if (typeof value === "bigint") return `${value}n`;
-  if (typeof value === "string") return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === "string") {
+    const shown = redact(value);
+    return JSON.stringify(shown.length > 60 ? `${shown.slice(0, 57)}...` : shown);
+  }
   if (typeof value === "number" || typeof value === "boolean" || value == null) return String(value);
   if (typeof value === "function") return "a function";
   if (Array.isArray(value)) return `[${value.map(describe).join(", ")}]`;

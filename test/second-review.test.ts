@@ -2,12 +2,16 @@
 // its fix.
 import pg from "pg";
 import {
+  ConnectionError,
   createLeaseLocker,
   createLocker,
   DatabaseError,
   fencingTableSql,
   InvalidArgumentError,
+  inspectLocks,
+  newLock,
   ReadOnlyServerError,
+  withXactLock,
 } from "pglock";
 import { describe, expect, it } from "vitest";
 import { startThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
@@ -277,5 +281,52 @@ describe("lease options that used to break every statement", () => {
       expect(() => createLocker(pool, { fencingTable: table })).toThrow(InvalidArgumentError);
     }
     expect(() => createLeaseLocker(pool, { table: "users" })).not.toThrow();
+  });
+});
+
+describe("no error carries a password (issue #27's security part)", () => {
+  const secret = "s3cr3t-Pa55";
+  const inputs = [
+    `postgres://app:${secret}@db.example:5432/prod`,
+    `postgresql://app:${secret}@db.example/prod?sslmode=require`,
+    `host=db.example user=app password=${secret} dbname=prod`,
+    { connectionString: `postgres://app:${secret}@db.example/prod` },
+  ];
+
+  it("every call that takes a database, given a connection string, says what it got without the password", async () => {
+    for (const input of inputs) {
+      const attempts: (() => unknown)[] = [
+        () => createLocker(input),
+        () => createLeaseLocker(input),
+        () => newLock(input, 1),
+        () => withXactLock(input, 1, async () => {}),
+        () => inspectLocks(input),
+      ];
+      for (const attempt of attempts) {
+        const error = await Promise.resolve()
+          .then(attempt)
+          .then(
+            () => undefined,
+            (caught: unknown) => caught,
+          );
+        expect(error).toBeInstanceOf(InvalidArgumentError);
+        expect(String((error as Error).message)).not.toContain(secret);
+        expect(JSON.stringify(error)).not.toContain(secret);
+      }
+    }
+  });
+
+  it("a database that cannot be reached says so without the password", async () => {
+    const pool = new pg.Pool({ connectionString: `postgres://app:${secret}@127.0.0.1:1/prod`, max: 2 });
+    pool.on("error", () => {});
+    const locker = createLocker(pool);
+    try {
+      const error = await locker.acquire(uniqueKey(), { timeout: 5_000 }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ConnectionError);
+      expect(`${(error as Error).message} ${String((error as Error).cause)}`).not.toContain(secret);
+    } finally {
+      await locker.close();
+      await pool.end();
+    }
   });
 });

@@ -4,6 +4,7 @@
  * messages do not contain the password.
  */
 import { createRequire } from "node:module";
+import { redact } from "../redact.js";
 
 export interface PgModule {
   Pool: new (
@@ -40,7 +41,4 @@ export function describeFailure(error: unknown): string {
   return redact(`${message}${detail}`);
 }
 
-/** Removes anything that looks like the password part of a URL, should a message ever carry one. */
-export function redact(text: string): string {
-  return text.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)[^@\s]*@/g, "$1***@");
-}
+
