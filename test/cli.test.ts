@@ -1,10 +1,11 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLocker, hashKey, inspectLocks, type Locker } from "pglock";
 import { afterEach, describe, expect, it } from "vitest";
-import { databaseUrl, eventually, locksOnKey, makePool, uniqueName } from "./support/db.js";
+import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueName } from "./support/db.js";
 import { program, run } from "./support/run.js";
 
 // The real executable, from source (the same file the bin is built from), on this suite's runtime.
@@ -300,3 +301,73 @@ function negativeName(): string {
     if (hashKey(name) < 0n) return name;
   }
 }
+
+describe("pglock run: the command's whole process group, and servers that never answer (issue #26)", () => {
+  /** The pids of processes whose command line contains `marker`. */
+  function processesWith(marker: string): number[] {
+    const { stdout } = spawnSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" });
+    return stdout
+      .split("\n")
+      .filter((line) => line.includes(marker) && !line.includes("ps -eo"))
+      .map((line) => Number(line.trim().split(/\s+/)[0]));
+  }
+  /** A command with a grandchild, as `npm run job` or `sh -c` makes one. */
+  const nested = (marker: string) => [
+    "sh",
+    "-c",
+    `bash -c 'echo ready; while true; do sleep 0.05; : ${marker}; done'; true`,
+  ];
+
+  it.runIf(process.platform !== "win32")(
+    "SIGTERM to pglock, a lost lock, and SIGKILL of pglock each stop the grandchildren too",
+    async () => {
+      const admin = makePool({ max: 1 });
+      for (const end of ["SIGTERM", "lost", "SIGKILL"] as const) {
+        const name = uniqueName("cli-group");
+        const marker = uniqueName("grandchild");
+        const { child, exited, output } = start(["run", name, "--kill-after", "1s", "--", ...nested(marker)]);
+        await eventually(() => output().stdout.includes("ready"));
+        expect(processesWith(marker).length).toBeGreaterThan(0);
+        if (end === "lost") {
+          const [holder] = await heldBy(name);
+          await admin.query("SELECT pg_terminate_backend($1)", [holder?.pid]);
+          expect(await exited).toBe(70);
+        } else {
+          process.kill(child.pid as number, end);
+          await exited;
+        }
+        // Nobody runs without the lock: the grandchild is gone (SIGKILL: the guardian's TERM, then KILL).
+        await eventually(() => processesWith(marker).length === 0, 10_000);
+      }
+    },
+  );
+
+  it("a server that accepts and never answers: --timeout exits 69 at once, --no-wait ends on SIGTERM, ls exits 69", async () => {
+    const silent = createServer(() => {}); // accepts, never answers
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const port = (silent.address() as AddressInfo).port;
+    const database = `postgres://app:not-the-password@127.0.0.1:${port}/db`;
+    try {
+      const started = performance.now();
+      const timed = await pglock(["run", uniqueName(), "--timeout", "2s", "--database", database, "--", "true"]);
+      expect([timed.code, timed.stderr.trim()]).toEqual([69, "pglock: cannot reach the database within 2s"]);
+      expect(performance.now() - started).toBeLessThan(15_000);
+      const noWait = spawn(
+        PGLOCK,
+        [...PGLOCK_ARGS, "run", uniqueName(), "--no-wait", "--database", database, "--", "true"],
+        {
+          stdio: "ignore",
+        },
+      );
+      const ended = new Promise<number | null>((resolve) => noWait.on("exit", (code) => resolve(code)));
+      await sleep(1_000);
+      noWait.kill("SIGTERM");
+      expect(await ended).toBe(143);
+      const ls = await pglock(["ls", "--database", database]);
+      expect(ls.code).toBe(69);
+      expect(ls.stderr).not.toContain("not-the-password");
+    } finally {
+      silent.close();
+    }
+  }, 45_000);
+});

@@ -8,4 +8,7 @@ import { main } from "./main.js";
 
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
+  // Whatever is still pending (a connect to a server that never answers) must not keep pglock alive:
+  // main has said everything it had to say.
+  setTimeout(() => process.exit(code), 1_000).unref();
 });

@@ -10,7 +10,7 @@ export interface PgModule {
   Pool: new (
     config: Record<string, unknown>,
   ) => {
-    on(event: "error", listener: (error: Error) => void): unknown;
+    on(event: "error" | "connect", listener: (error: Error) => void): unknown;
     end(): Promise<void>;
     query(text: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
   };
@@ -25,12 +25,37 @@ export function loadPg(): PgModule {
   }
 }
 
-export function makePool(database: string | undefined, max = 3) {
+/**
+ * How long the command waits for a connection (TCP connect and start-up): a server whose SYNs are
+ * dropped would otherwise take the kernel's 2 minutes, and one that accepts and never answers forever
+ * (issue #26). `--timeout` bounds it further.
+ */
+export const CONNECT_TIMEOUT_MS = 10_000;
+
+export function makePool(database: string | undefined, max = 3, connectTimeoutMs = CONNECT_TIMEOUT_MS) {
   const pg = loadPg();
   const url = database ?? process.env.DATABASE_URL;
-  const pool = new pg.Pool({ ...(url ? { connectionString: url } : {}), max, application_name: "pglock" });
+  const pool = new pg.Pool({
+    ...(url ? { connectionString: url } : {}),
+    max,
+    application_name: "pglock",
+    connectionTimeoutMillis: Math.max(1, Math.min(connectTimeoutMs, CONNECT_TIMEOUT_MS)),
+  });
   pool.on("error", () => {}); // an idle connection that dies is the Locker's concern, not a crash
   return pool;
+}
+
+/** Resolves when `work` settles or after `ms`, whichever is first: clean-up must never keep pglock alive. */
+export async function settleWithin(ms: number, work: Promise<unknown>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    work.catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 /** One line for a failure to reach the database, with no stack and no password. */
@@ -40,5 +65,3 @@ export function describeFailure(error: unknown): string {
   const detail = cause instanceof Error && !message.includes(cause.message) ? `: ${cause.message}` : "";
   return redact(`${message}${detail}`);
 }
-
-

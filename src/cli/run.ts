@@ -4,7 +4,7 @@ import { constants } from "node:os";
 import { LockTimeoutError } from "../errors.js";
 import { createLocker } from "../locker/locker.js";
 import { keyFormat, parseDuration, parseExitCode, parseFlags, parseKey, UsageError } from "./args.js";
-import { describeFailure, makePool } from "./connect.js";
+import { describeFailure, makePool, settleWithin } from "./connect.js";
 
 export const EXIT_BUSY = 75; // EX_TEMPFAIL, like flock -E
 export const EXIT_LOST = 70; // EX_SOFTWARE: the command ran unprotected and was stopped
@@ -47,7 +47,11 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
   const killAfter = values["kill-after"] === undefined ? 10_000 : parseDuration(values["kill-after"], "--kill-after");
 
   // The pool is the Locker's alone, but a Locker leaves one connection of any pool to its application.
-  const pool = makePool(values.database, 3);
+  const pool = makePool(values.database, 3, timeout === undefined || timeout === 0 ? undefined : timeout);
+  let reached = false;
+  pool.on("connect", () => {
+    reached = true;
+  });
   const locker = createLocker(pool, { maxSessions: 2 });
   // A signal while waiting for the lock gives up the wait (the command never starts); once the
   // command runs, signals go to it. One listener serves the whole run: removing a signal's last
@@ -67,6 +71,11 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
         ? await locker.tryAcquire(key, { shared: values.shared ?? false, signal: waiting.signal })
         : await locker.acquire(key, { shared: values.shared ?? false, timeout, signal: waiting.signal });
     } catch (error) {
+      if (error instanceof LockTimeoutError && !reached) {
+        // Busy means someone holds the lock; a server never reached is unavailable.
+        io.error(`pglock: cannot reach the database within ${values.timeout}`);
+        return EXIT_UNAVAILABLE;
+      }
       if (error instanceof LockTimeoutError) {
         io.error(
           `pglock: lock ${key} is busy: ${values.timeout === undefined ? "the server ended the wait" : `not acquired within ${values.timeout}`}`,
@@ -91,13 +100,49 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
       // The command has ended: a signal from here on ends pglock, as it would any process, even if
       // the release hangs on a dead connection (the server frees the lock when the session ends).
       stopRelaying();
-      await handle.release().catch(() => {});
+      await settleWithin(CLEANUP_MS, handle.release());
     }
   } finally {
     stopRelaying();
-    await locker.close();
-    await pool.end();
+    // A release or a connect that hangs (a dead or silent server) must not keep pglock alive: the
+    // server frees the lock when the session ends, and the session ends when pglock exits.
+    await settleWithin(
+      CLEANUP_MS,
+      locker.close().then(() => pool.end()),
+    );
   }
+}
+
+/** The longest pglock waits to clean up after the command (release, close, end of the pool). */
+const CLEANUP_MS = 5_000;
+
+/**
+ * A small shell process that outlives pglock only to stop the command: when pglock dies without a
+ * word (SIGKILL, a crash), its end of the pipe closes, and the guardian sends the command's process
+ * group SIGTERM, then SIGKILL after `killAfter`. When the command has ended, pglock stands it down.
+ * It runs in a group of its own, so a signal to pglock's group does not take it along.
+ */
+function guard(groupId: number, killAfter: number): { stand(): void } | undefined {
+  const script =
+    'if read -r _; then exit 0; fi; kill -TERM -"$1" 2>/dev/null || exit 0; sleep "$2"; kill -KILL -"$1" 2>/dev/null; exit 0';
+  let guardian: ReturnType<typeof spawn>;
+  try {
+    guardian = spawn("sh", ["-c", script, "pglock-guardian", String(groupId), String(Math.ceil(killAfter / 1000))], {
+      stdio: ["pipe", "ignore", "ignore"],
+      detached: true,
+    });
+  } catch {
+    return undefined; // no sh: the command is still stopped on every path but pglock's own SIGKILL
+  }
+  guardian.on("error", () => {});
+  guardian.stdin?.on("error", () => {});
+  guardian.unref();
+  (guardian.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+  return {
+    stand() {
+      guardian.stdin?.end("done\n");
+    },
+  };
 }
 
 /** A shell's exit code for a process ended by `signal`: 128 + its number. */
@@ -118,13 +163,18 @@ function runHolding(
   forwardSignals: (forward: (signal: NodeJS.Signals) => void) => void,
 ): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(command[0] as string, command.slice(1), { stdio: "inherit" });
+    // The command runs in a process group of its own, and signals go to the whole group: commands run
+    // under `sh -c` or `npm run` have grandchildren, which must not outlive the lock (issue #26).
+    // Windows has no process groups: there, signals reach the command only.
+    const groups = process.platform !== "win32";
+    const child = spawn(command[0] as string, command.slice(1), { stdio: "inherit", detached: groups });
+    const guardian = groups && child.pid !== undefined ? guard(child.pid, killAfter) : undefined;
     // process.kill, not child.kill: Deno's child_process reports any child it kill()ed as ended by
     // that signal, even when the child trapped it and exited with a code of its own (issue #13).
     const signalChild = (signal: NodeJS.Signals) => {
       if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
       try {
-        process.kill(child.pid, signal);
+        process.kill(groups ? -child.pid : child.pid, signal);
       } catch {} // it has just exited: its exit event is on the way
     };
     forwardSignals(signalChild);
@@ -136,6 +186,7 @@ function runHolding(
     };
     lost.addEventListener("abort", onLost, { once: true });
     const finish = (code: number) => {
+      guardian?.stand();
       lost.removeEventListener("abort", onLost);
       clearTimeout(killTimer);
       resolve(lost.aborted ? lostCode : code);
