@@ -371,3 +371,28 @@ describe("pglock run: the command's whole process group, and servers that never 
     }
   }, 45_000);
 });
+
+describe("pglock ls --watch into a pipe", () => {
+  it("writes no escape codes, and a reader that stops reading ends it quietly (EPIPE)", async () => {
+    const child = spawn(PGLOCK, [...PGLOCK_ARGS, "ls", "--watch", "--interval", "100ms"], {
+      env: { ...process.env, DATABASE_URL: databaseUrl() },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stderr.on("data", (chunk) => {
+      stderr += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    await new Promise<void>((resolve) =>
+      child.stdout.on("data", (chunk) => {
+        stdout += chunk;
+        if (stdout.split("pglock ls --watch").length > 2) resolve();
+      }),
+    );
+    expect(stdout).not.toContain("\x1b");
+    child.stdout.destroy(); // as `head -n 2` does once it has its lines
+    expect(await exited).toBe(0);
+    expect(stderr).toBe("");
+  });
+});

@@ -69,8 +69,10 @@ async function watch(read: () => Promise<AdvisoryLockInfo[]>, intervalMs: number
       } catch (error) {
         body = `cannot read the locks: ${describeFailure(error)}`;
       }
-      // Home and clear the screen (ECMA-48 CUP and ED), then the frame.
-      io.out(`\x1b[H\x1b[2J${new Date().toISOString()}  pglock ls --watch  (Ctrl-C to quit)\n\n${body}`);
+      // On a terminal: home and clear the screen (ECMA-48 CUP and ED), then the frame. Into a pipe or
+      // a file, frames follow one another, without escape codes (issue #26).
+      const clear = process.stdout.isTTY ? "\x1b[H\x1b[2J" : "\n";
+      io.out(`${clear}${new Date().toISOString()}  pglock ls --watch  (Ctrl-C to quit)\n\n${body}`);
       await sleep(intervalMs, stop.signal);
     }
     return 0;
