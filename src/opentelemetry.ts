@@ -48,7 +48,10 @@ const WAIT_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
  * - `pglock.lock.lost` and `pglock.lock.acquire.failures` (counters), the latter with `error.type`;
  * - a span `pglock.acquire` per acquire call, from the call to the grant or the failure, with
  *   `pglock.lock.key`, `pglock.lock.mode` and `pglock.lock.outcome`.
- * Returns a disposer that stops recording (and ends the spans of calls still in progress).
+ * Returns a disposer that stops recording (and ends the spans of calls still in progress). Only
+ * locks acquired while instrumented are counted, so `pglock.lock.held` never goes below zero; a
+ * second call for the same MeterProvider shares the first one's recording (it does not count twice),
+ * and recording stops when both disposers have been called.
  *
  * @example
  * const stop = instrumentPglock({ meterProvider, tracerProvider });
@@ -59,7 +62,30 @@ export function instrumentPglock(options: InstrumentPglockOptions = {}): () => v
   if (typeof options !== "object" || options === null) {
     throw new TypeError(`instrumentPglock: options must be an object, got ${String(options)}`);
   }
-  const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter(SCOPE);
+  // A second call for the same MeterProvider shares the first one's recording instead of counting
+  // everything twice (issue #26); recording stops when the last disposer has been called.
+  const meterProvider = options.meterProvider ?? metrics.getMeterProvider();
+  let active = instrumented.get(meterProvider);
+  if (!active) {
+    active = { users: 0, stop: record(meterProvider, options) };
+    instrumented.set(meterProvider, active);
+  }
+  const shared = active;
+  shared.users++;
+  let disposed = false;
+  return () => {
+    if (disposed) return;
+    disposed = true;
+    if (--shared.users > 0) return;
+    instrumented.delete(meterProvider);
+    shared.stop();
+  };
+}
+
+const instrumented = new WeakMap<MeterProvider, { users: number; stop(): void }>();
+
+function record(meterProvider: MeterProvider, options: InstrumentPglockOptions): () => void {
+  const meter = meterProvider.getMeter(SCOPE);
   const tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer(SCOPE);
   const withKey = options.keyAttribute === true;
 
@@ -92,6 +118,9 @@ export function instrumentPglock(options: InstrumentPglockOptions = {}): () => v
     ...(withKey ? { "pglock.lock.key": keyText(key) } : {}),
   });
 
+  // Only what began while instrumented is counted down again: a release of a lock acquired before
+  // instrumentPglock was called would drive the held count below zero (issue #26).
+  const heldHere = new WeakSet<object>();
   const onStart = (message: unknown) => {
     const event = message as AcquireStartEvent;
     waiting.add(1, attributes(event.key, event.shared));
@@ -108,7 +137,7 @@ export function instrumentPglock(options: InstrumentPglockOptions = {}): () => v
   const onEnd = (message: unknown) => {
     const event = message as AcquireEndEvent;
     const base = attributes(event.key, event.shared);
-    waiting.add(-1, base);
+    if (spans.has(event)) waiting.add(-1, base);
     const failed = event.outcome !== "granted" && event.outcome !== "busy";
     const errorType = failed ? errorTypeOf(event.error) : undefined;
     const outcome = {
@@ -130,15 +159,16 @@ export function instrumentPglock(options: InstrumentPglockOptions = {}): () => v
   };
   const onAcquired = (message: unknown) => {
     const event = message as AcquiredEvent;
+    heldHere.add(event.handle);
     held.add(1, attributes(event.key, event.shared));
   };
   const onReleased = (message: unknown) => {
     const event = message as ReleasedEvent;
-    held.add(-1, attributes(event.key, event.shared));
+    if (heldHere.delete(event.handle)) held.add(-1, attributes(event.key, event.shared));
   };
   const onLost = (message: unknown) => {
     const event = message as LostEvent;
-    held.add(-1, attributes(event.key, event.shared));
+    if (heldHere.delete(event.handle)) held.add(-1, attributes(event.key, event.shared));
     lost.add(1, { ...attributes(event.key, event.shared), "error.type": errorTypeOf(event.error) });
   };
 

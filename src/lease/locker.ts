@@ -233,7 +233,7 @@ export class LeaseLocker {
         if (token !== undefined) {
           const handle = new Lease(this, key, holder, mode === "shared", token, sentAt);
           this.#held.add(handle);
-          publishAcquired(() => ({ key, shared: handle.shared, waitMs: performance.now() - startedAt }));
+          publishAcquired(() => ({ handle, key, shared: handle.shared, waitMs: performance.now() - startedAt }));
           this.#cleanUpNowAndThen();
           return handle;
         }
@@ -265,7 +265,12 @@ export class LeaseLocker {
   /** @internal */
   async release(handle: Lease): Promise<void> {
     this.#held.delete(handle);
-    publishReleased(() => ({ key: handle.key, shared: handle.shared, heldMs: performance.now() - handle.grantedAt }));
+    publishReleased(() => ({
+      handle,
+      key: handle.key,
+      shared: handle.shared,
+      heldMs: performance.now() - handle.grantedAt,
+    }));
     if (!(await this.#releaseOnServer(handle))) {
       throw new LockNotHeldError(
         handle.key.toString(),
@@ -277,7 +282,7 @@ export class LeaseLocker {
   /** @internal a handle that lost its lease leaves the Locker; its entry is taken back if still there. */
   lost(handle: Lease, error: LockLostError) {
     if (!this.#held.delete(handle)) return;
-    publishLost(() => ({ key: handle.key, shared: handle.shared, error }));
+    publishLost(() => ({ handle, key: handle.key, shared: handle.shared, error }));
     this.#forget(handle.key, handle.holder);
   }
 

@@ -6,19 +6,24 @@ import { channel } from "node:diagnostics_channel";
 import { PglockError } from "../errors.js";
 import type { LockKey } from "../key.js";
 
-export interface AcquiredEvent {
+/** The handle an event is about: the same object in its acquired, released and lost events. */
+export interface HandleEvent {
+  handle: object;
+}
+
+export interface AcquiredEvent extends HandleEvent {
   key: LockKey;
   shared: boolean;
   /** Milliseconds from the acquire call to the grant. */
   waitMs: number;
 }
-export interface ReleasedEvent {
+export interface ReleasedEvent extends HandleEvent {
   key: LockKey;
   shared: boolean;
   /** Milliseconds the lock was held. */
   heldMs: number;
 }
-export interface LostEvent {
+export interface LostEvent extends HandleEvent {
   key: LockKey;
   shared: boolean;
   error: Error;

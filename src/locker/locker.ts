@@ -535,7 +535,12 @@ export class Locker {
     });
     state.holders.add(holder);
     this.#held++;
-    publishAcquired(() => ({ key: state.key, shared: holder.shared, waitMs: performance.now() - startedAt }));
+    publishAcquired(() => ({
+      handle: holder,
+      key: state.key,
+      shared: holder.shared,
+      waitMs: performance.now() - startedAt,
+    }));
     return holder;
   }
 
@@ -569,7 +574,12 @@ export class Locker {
   async release(holder: Holder, state: KeyState): Promise<void> {
     state.holders.delete(holder);
     this.#held--;
-    publishReleased(() => ({ key: state.key, shared: holder.shared, heldMs: performance.now() - holder.grantedAt }));
+    publishReleased(() => ({
+      handle: holder,
+      key: state.key,
+      shared: holder.shared,
+      heldMs: performance.now() - holder.grantedAt,
+    }));
     if (state.holders.size > 0) return;
     const slot = state.slot as Slot;
     const mode = state.mode as LockMode;
@@ -607,7 +617,7 @@ export class Locker {
     for (const holder of state.holders) {
       holder.lose(error);
       this.#held--;
-      publishLost(() => ({ key: state.key, shared: holder.shared, error }));
+      publishLost(() => ({ handle: holder, key: state.key, shared: holder.shared, error }));
     }
     state.holders.clear();
   }
