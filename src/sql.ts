@@ -261,15 +261,16 @@ export function describeSession(settings: readonly (readonly [string, string])[]
 export function terminateBackend(
   pid: number,
   backendStart: string,
-  lastStatement: string,
+  lastStatement: string | null,
   applicationName: string,
 ): Statement {
   return {
     text:
       "SELECT pg_catalog.pg_terminate_backend(a.pid) AS ended FROM pg_catalog.pg_stat_activity a " +
       "WHERE a.pid = $1::int4 AND pg_catalog.date_part('epoch', a.backend_start)::text = $2 " +
-      // pg_stat_activity keeps the first track_activity_query_size bytes of a query.
-      "AND a.query <> '' AND a.query = pg_catalog.left($3, pg_catalog.length(a.query)) " +
+      // pg_stat_activity keeps the first track_activity_query_size bytes of a query. No statement:
+      // the session moved under a transaction pooler, and the one left behind may be idle.
+      "AND ($3::text IS NULL OR (a.query <> '' AND a.query = pg_catalog.left($3, pg_catalog.length(a.query)))) " +
       "AND a.application_name = $4",
     values: [pid, backendStart, lastStatement, applicationName],
   };

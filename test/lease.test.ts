@@ -246,7 +246,9 @@ describe("lease Locker", () => {
   });
 
   it("bad options are typed errors that name the value and the rule", () => {
-    expect(() => createLeaseLocker(pool, { ttlMs: 50 })).toThrow(/ttlMs must be an integer >= 100, got 50/);
+    expect(() => createLeaseLocker(pool, { ttlMs: 50 })).toThrow(
+      /ttlMs must be an integer in \[100, 86400000\], got 50/,
+    );
     expect(() => createLeaseLocker(pool, { ttlMs: 1_000, renewEveryMs: 900 })).toThrow(
       /renewEveryMs must be at least 1 and less than ttlMs - expiryMarginMs \(1000 - 200\).*got 900/,
     );

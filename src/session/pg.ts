@@ -186,9 +186,12 @@ class PgConnection implements DriverConnection {
       (error: unknown) => {
         // 26000: the server session does not have a statement pg believes it prepared on this pooled
         // connection (the application ran DISCARD ALL or DEALLOCATE on it, or a transaction pooler
-        // sent the statement elsewhere). Nothing ran: run it unnamed, and stay unnamed. In the
-        // pooler's case the Session's pid guard then finds the move.
-        if (sqlState(error) !== "26000") throw error;
+        // sent the statement elsewhere). 42P05: it has one of that name already (a transaction pooler
+        // sent it to a server session that another client's pglock prepared it on; issue #26).
+        // Nothing ran: run it unnamed, and stay unnamed. In the pooler's case the Session's pid guard
+        // then finds the move.
+        const state = sqlState(error);
+        if (state !== "26000" && state !== "42P05") throw error;
         this.#prepares = false;
         return this.#client.query(statement.text, values).then((result) => result.rows);
       },

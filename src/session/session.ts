@@ -390,7 +390,11 @@ export class Session {
         this.#backendPid,
         answeredBy === undefined ? undefined : Number(answeredBy),
       );
-      void this.discard(error); // marks the session lost at once; ending the connection goes on behind
+      // Marks the session lost at once. The server session left behind keeps every lock taken on it
+      // for as long as the pooler keeps that server connection (PgBouncer: server_lifetime, an hour
+      // by default): it is ended from a connection of its own, even if another client's transaction
+      // runs on it now, since a lock held by nobody would block its key for everyone (issue #26).
+      void this.#abandon(error, null);
       throw error;
     }
     return rows;
@@ -527,7 +531,7 @@ export class Session {
    * statement stuck in a synchronous-replication wait, a network that drops packets). So it is also
    * ended from a connection of its own (issue #14), where pglock owns the connections.
    */
-  #abandon(cause: ConnectionError, statement: Statement): Promise<void> {
+  #abandon(cause: ConnectionError, statement: Statement | null): Promise<void> {
     // Before discard: markLost's listeners may give the session back at once, which closes it.
     if (
       !this.#closed &&
@@ -544,10 +548,12 @@ export class Session {
 
   /**
    * pg_terminate_backend of this server session, from another connection; best effort, bounded. Only
-   * while that session still shows pglock's statement: behind a pooler, the same server session may
-   * serve another client by now, whose work must not be ended.
+   * while that session still carries this process's application_name and, for a statement that
+   * stopped answering, still shows it: behind a pooler in session mode, the same server session may
+   * serve another client by now, whose work must not be ended. `statement` null: a transaction
+   * pooler moved this connection, and the session left behind holds pglock's locks (sql.terminateBackend).
    */
-  async #endOnServer(statement: Statement): Promise<void> {
+  async #endOnServer(statement: Statement | null): Promise<void> {
     const connecting = this.#driver.connect();
     let gaveUp = false;
     const timer = setTimeout(() => {
@@ -566,7 +572,7 @@ export class Session {
           sql.terminateBackend(
             this.#backendPid,
             this.#backendStart as string,
-            statement.text,
+            statement?.text ?? null,
             this.#applicationName as string,
           ),
         );

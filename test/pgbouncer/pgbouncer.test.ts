@@ -90,9 +90,10 @@ describe("PgBouncer in transaction pooling", () => {
     }
   });
 
-  it("a Locker whose connection moves to another server session reports its locks lost", async () => {
+  it("a Locker whose connection moves to another server session reports its locks lost, and leaves none behind", async () => {
     const locker = createLocker(pool(transaction.url, 2), { maxSessions: 1 });
     const other = new pg.Client({ connectionString: transaction.url });
+    other.on("error", () => {}); // its server session is ended under it
     await other.connect();
     try {
       const handle = await locker.acquire("bouncer-moved"); // on server session A
@@ -107,9 +108,21 @@ describe("PgBouncer in transaction pooling", () => {
       await eventually(() => handle.signal.aborted);
       expect(handle.signal.reason).toBeInstanceOf(LockLostError);
       expect(String((handle.signal.reason as Error).cause)).toMatch(/pool_mode = transaction/);
-      await other.query("ROLLBACK");
+      // The lock is not left behind on A (issue #26): A was ended, the other client's transaction
+      // on it with it, and the key is free for anyone.
+      await other.query("ROLLBACK").catch(() => {});
+      const direct = createLocker(pool(session.url, 2));
+      try {
+        await eventually(async () => {
+          const free = await direct.tryAcquire("bouncer-moved");
+          await free?.release();
+          return free !== null;
+        }, 10_000);
+      } finally {
+        await direct.close();
+      }
     } finally {
-      await other.end();
+      await other.end().catch(() => {});
       await locker.close();
     }
   });
