@@ -16,4 +16,22 @@ export class PendingCalls {
   async settled(): Promise<void> {
     await Promise.allSettled(this.#calls);
   }
+
+  /** Resolves once no call is left, including calls tracked while waiting. */
+  async drained(): Promise<void> {
+    while (this.#calls.size > 0) await Promise.allSettled(this.#calls);
+  }
+}
+
+/** Resolves when `work` settles or after `ms`, whichever is first; never rejects. */
+export async function settleWithin(ms: number, work: Promise<unknown>): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    work.catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+      (timer as { unref?: () => void }).unref?.();
+    }),
+  ]);
+  clearTimeout(timer);
 }

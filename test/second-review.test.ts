@@ -330,3 +330,46 @@ describe("no error carries a password (issue #27's security part)", () => {
     }
   });
 });
+
+describe("a lease Locker closed while a grant is in flight", () => {
+  it("close() waits for the grant it gave up on to settle and be taken back: pool.end() after it leaves no ghost lease", async () => {
+    const table = `pglock_ghost_${uniqueName("t").replace(/-/g, "_")}`;
+    const admin = new pg.Client({ connectionString: databaseUrl() });
+    await admin.connect();
+    const key = uniqueKey();
+    const first = createLeaseLocker(makePool({ max: 2 }), { table, ttlMs: 10_000 });
+    await (await first.acquire(key)).release(); // the key's row exists from here on
+    await first.close();
+    const pool = new pg.Pool({ connectionString: databaseUrl(), max: 2 });
+    pool.on("error", () => {});
+    const leases = createLeaseLocker(pool, { table, ttlMs: 10_000 });
+    try {
+      // Holding the key's row keeps the grant in flight, as a slow server would.
+      await admin.query("BEGIN");
+      await admin.query(`SELECT 1 FROM ${table} WHERE lock_key = $1 FOR UPDATE`, [String(key)]);
+      const granting = leases.acquire(key).catch((error: unknown) => error);
+      await sleep(200);
+      const closing = leases.close();
+      // As every example does: close(), then end the pool. A close() that resolved with the grant
+      // still in flight lets the pool end before the grant commits.
+      let ended: Promise<void> | undefined;
+      void closing.then(() => {
+        ended = pool.end();
+      });
+      await sleep(300);
+      await admin.query("COMMIT"); // the grant commits now, after close() gave up on it
+      await closing;
+      expect(await granting).toBeInstanceOf(Error);
+      await ended;
+      const other = createLeaseLocker(makePool({ max: 2 }), { table, ttlMs: 10_000 });
+      const started = performance.now();
+      const lease = await other.acquire(key, { timeout: 8_000 });
+      expect(performance.now() - started).toBeLessThan(3_000); // not a TTL later
+      await lease.release();
+      await other.close();
+    } finally {
+      await admin.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`).catch(() => {});
+      await admin.end();
+    }
+  });
+});

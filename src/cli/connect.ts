@@ -45,19 +45,6 @@ export function makePool(database: string | undefined, max = 3, connectTimeoutMs
   return pool;
 }
 
-/** Resolves when `work` settles or after `ms`, whichever is first: clean-up must never keep pglock alive. */
-export async function settleWithin(ms: number, work: Promise<unknown>): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    work.catch(() => {}),
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, ms);
-      timer.unref();
-    }),
-  ]);
-  clearTimeout(timer);
-}
-
 /** One line for a failure to reach the database, with no stack and no password. */
 export function describeFailure(error: unknown): string {
   const cause = (error as { cause?: unknown })?.cause;

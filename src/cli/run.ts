@@ -3,8 +3,9 @@ import { spawn } from "node:child_process";
 import { constants } from "node:os";
 import { LockTimeoutError } from "../errors.js";
 import { createLocker } from "../locker/locker.js";
+import { settleWithin } from "../pending.js";
 import { keyFormat, parseDuration, parseExitCode, parseFlags, parseKey, UsageError } from "./args.js";
-import { describeFailure, makePool, settleWithin } from "./connect.js";
+import { describeFailure, makePool } from "./connect.js";
 
 export const EXIT_BUSY = 75; // EX_TEMPFAIL, like flock -E
 export const EXIT_LOST = 70; // EX_SOFTWARE: the command ran unprotected and was stopped

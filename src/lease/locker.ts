@@ -28,7 +28,7 @@ import type { LockHandle } from "../locker/handle.js";
 import type { AcquireOptions, LockerStats, TryAcquireOptions } from "../locker/locker.js";
 import { LeaderElection } from "../patterns/leader.js";
 import { Semaphore } from "../patterns/semaphore.js";
-import { PendingCalls } from "../pending.js";
+import { PendingCalls, settleWithin } from "../pending.js";
 import { sqlState } from "../session/driver.js";
 import { sharedController } from "../signals.js";
 import type { LockMode } from "../sql.js";
@@ -197,9 +197,10 @@ export class LeaseLocker {
     this.#closing.abort(new ClosedError("the Locker"));
     await this.#pending.settled();
     const lost = new LockLostError("the Locker was closed while the lock was held");
-    // Each lost handle takes its entry back (lost() → #forget, tracked): wait for those statements.
+    // Each lost handle takes its entry back (lost() → #forget, tracked): wait for those statements,
+    // and for grants given up on that may still commit, and the clean-ups they then need (#bounded).
     for (const handle of [...this.#held]) handle.lose(lost);
-    await this.#pending.settled();
+    await this.#pending.drained();
   }
 
   #track<T>(run: () => Promise<T>): Promise<T> {
@@ -345,7 +346,10 @@ export class LeaseLocker {
       const abandon = (reason: unknown) => {
         settle();
         reject(reason);
-        if (afterAbandoned) running.then(afterAbandoned, afterAbandoned);
+        // close() waits for the clean-up (bounded): the statement given up on can still commit, and
+        // once the caller has ended its pool, no clean-up could take the entry back (issue #26: the
+        // key then stayed taken by nobody for a whole TTL).
+        if (afterAbandoned) this.#pending.track(settleWithin(limitMs, running.then(afterAbandoned, afterAbandoned)));
       };
       const onAbort = () => abandon(signal?.reason);
       const timer = setTimeout(
