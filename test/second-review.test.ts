@@ -373,3 +373,74 @@ describe("a lease Locker closed while a grant is in flight", () => {
     }
   });
 });
+
+describe("leases at scale", () => {
+  it("one Locker's renewals travel together: 300 leases renewed every 100 ms for 2 s, none lost, few statements", async () => {
+    const pool = makePool({ max: 4 });
+    const statements = { renew: 0, all: 0 };
+    const query = async (text: string, params: unknown[]) => {
+      statements.all++;
+      if (text.includes("renewed AS (UPDATE")) statements.renew++;
+      return (await pool.query(text, params)).rows;
+    };
+    const table = `pglock_scale_${uniqueName("t").replace(/-/g, "_")}`;
+    const leases = createLeaseLocker(query, { table, ttlMs: 3_000, renewEveryMs: 100 });
+    try {
+      await (await leases.acquire(uniqueKey())).release(); // creates the table
+      const held = [];
+      for (let wave = 0; wave < 10; wave++) {
+        held.push(...(await Promise.all(Array.from({ length: 30 }, () => leases.acquire(uniqueKey())))));
+      }
+      const before = statements.renew;
+      await sleep(2_000);
+      expect(held.filter((lease) => lease.signal.aborted)).toEqual([]);
+      // One statement per lease would be about 300 × 20 = 6,000.
+      expect(statements.renew - before).toBeGreaterThan(5);
+      expect(statements.renew - before).toBeLessThan(300);
+      await Promise.all(held.map((lease) => lease.release()));
+    } finally {
+      await leases.close();
+      await pool.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`);
+    }
+  });
+
+  it("shared holders of one key in one Locker are renewed together, and stay held", async () => {
+    const leases = createLeaseLocker(makePool({ max: 3 }), {
+      applicationName: uniqueName(),
+      ttlMs: 1_000,
+      renewEveryMs: 100,
+    });
+    const key = uniqueKey();
+    try {
+      const shared = await Promise.all([1, 2, 3].map(() => leases.acquire(key, { shared: true })));
+      await sleep(1_500);
+      expect(shared.map((lease) => lease.signal.aborted)).toEqual([false, false, false]);
+      await Promise.all(shared.map((lease) => lease.release()));
+    } finally {
+      await leases.close();
+    }
+  });
+
+  it("clean-up keeps up: 5,000 expired rows are gone a moment after the next grant", async () => {
+    const pool = makePool({ max: 3 });
+    const table = `pglock_clean_${uniqueName("t").replace(/-/g, "_")}`;
+    const leases = createLeaseLocker(pool, { table });
+    try {
+      await (await leases.acquire(uniqueKey())).release(); // creates the table
+      await pool.query(
+        `INSERT INTO ${table} (lock_key, shared, holders, expires_at, token)
+         SELECT 'expired-' || i, false, '{}'::jsonb, now() - interval '1 hour', i FROM generate_series(1, 5000) AS i`,
+      );
+      const fresh = createLeaseLocker(pool, { table }); // its first grant cleans up
+      await (await fresh.acquire(uniqueKey())).release();
+      await eventually(async () => {
+        const { rows } = await pool.query(`SELECT count(*)::int AS n FROM ${table} WHERE expires_at < now()`);
+        return rows[0].n < 10;
+      }, 10_000);
+      await fresh.close();
+    } finally {
+      await leases.close();
+      await pool.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`);
+    }
+  });
+});

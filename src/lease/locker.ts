@@ -35,7 +35,7 @@ import type { LockMode } from "../sql.js";
 import { registerHeld } from "../task.js";
 import { checkBoolean, checkInteger, checkMs, checkString, optionsObject } from "../validate.js";
 import { type LeaseQuery, leaseQueryFor } from "./query.js";
-import { checkLeaseTable, type LeaseStatements, leaseStatements } from "./sql.js";
+import { CLEAN_UP_BATCH, checkLeaseTable, type LeaseStatements, leaseStatements } from "./sql.js";
 import { localWakeups, pause, wake } from "./wakeups.js";
 
 export interface LeaseLockerOptions {
@@ -58,13 +58,19 @@ export interface LeaseLockerOptions {
   reentrant?: boolean;
 }
 
+/** Most leases one renewal statement carries, and most renewal statements out at once. */
+const RENEW_BATCH = 1_000;
+const RENEWALS_OUT = 2;
+
 /** The longest TTL: one day. */
 const MAX_TTL_MS = 86_400_000;
 
 /** A waiting acquire's first pause; pauses double from there up to maxPollMs, with jitter. */
 const FIRST_POLL_MS = 5;
 /** Expired rows are deleted by a Locker at most this often, after one of its grants. */
-const CLEAN_UP_EVERY_MS = 60_000;
+const CLEAN_UP_EVERY_MS = 10_000;
+/** At most this many batches per clean-up (CLEAN_UP_BATCH rows each): the rest waits for the next. */
+const CLEAN_UP_MAX_BATCHES = 100;
 
 /**
  * Creates a lease Locker over a `pg.Pool`, a postgres.js `sql`, a Bun `SQL` or a query function.
@@ -93,6 +99,9 @@ export class LeaseLocker {
   readonly #held = new Set<Lease>();
   #holders = 0;
   #waiting = 0;
+  /** Renewals waiting to be sent, and batches out (renewOnServer). */
+  readonly #renewals: { handle: Lease; resolve(renewed: boolean): void; reject(error: unknown): void }[] = [];
+  #renewalsOut = 0;
   #created: Promise<void> | undefined;
   #lastCleanUp = Number.NEGATIVE_INFINITY;
   #closed: Promise<void> | undefined;
@@ -258,9 +267,36 @@ export class LeaseLocker {
   }
 
   /** @internal renews `handle`'s lease: true when renewed, false when the server no longer has it alive. */
-  async renewOnServer(handle: Lease): Promise<boolean> {
-    const rows = await this.#run(this.#sql.renew, [handle.key.identity, handle.holder, this.ttlMs]);
-    return rows.length > 0;
+  renewOnServer(handle: Lease): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.#renewals.push({ handle, resolve, reject });
+      // The renewals due in this turn of the event loop, and those due while a batch is out, travel
+      // together: one statement renews up to RENEW_BATCH leases (issue #26).
+      if (this.#renewals.length === 1) setImmediate(() => this.#sendRenewals());
+    });
+  }
+
+  #sendRenewals() {
+    while (this.#renewals.length > 0 && this.#renewalsOut < RENEWALS_OUT) {
+      const batch = this.#renewals.splice(0, RENEW_BATCH);
+      this.#renewalsOut++;
+      const keys = batch.map(({ handle }) => handle.key.identity);
+      const holders = batch.map(({ handle }) => handle.holder);
+      this.#run(this.#sql.renew, [keys, holders, this.ttlMs])
+        .then(
+          (rows) => {
+            const renewed = new Set(rows.map((row) => String(row.renewed)));
+            for (const { handle, resolve } of batch) resolve(renewed.has(`${handle.key.identity} ${handle.holder}`));
+          },
+          (error: unknown) => {
+            for (const { reject } of batch) reject(error);
+          },
+        )
+        .finally(() => {
+          this.#renewalsOut--;
+          this.#sendRenewals();
+        });
+    }
   }
 
   /** @internal */
@@ -308,7 +344,14 @@ export class LeaseLocker {
     const now = performance.now();
     if (now - this.#lastCleanUp < CLEAN_UP_EVERY_MS) return;
     this.#lastCleanUp = now;
-    this.#track(() => this.#run(this.#sql.cleanUp, [])).catch(() => {});
+    // A full batch means more is waiting: delete on until a batch comes back short, so the table
+    // keeps up with any grant rate (issue #26: 100 rows a minute let 5,000 expired rows pile up).
+    this.#track(async () => {
+      for (let batches = 0; batches < CLEAN_UP_MAX_BATCHES; batches++) {
+        const rows = await this.#run(this.#sql.cleanUp, []);
+        if (Number(rows[0]?.deleted ?? 0) < CLEAN_UP_BATCH) return;
+      }
+    }).catch(() => {});
   }
 
   /** Runs a statement; the first time the table is missing, creates it (and its sequence) and runs it again. */
@@ -469,7 +512,11 @@ class Lease implements LeaseHandle {
   }
 
   #scheduleRenewal(at: number) {
-    this.#renewTimer = setTimeout(() => this.#renew(), Math.max(0, at - performance.now()));
+    // Early, on a grid of a quarter of renewEveryMs that every lease of the process shares: leases
+    // granted at different moments then renew at the same ones, in the same statement (renewOnServer).
+    const grid = this.#locker.renewEveryMs / 4;
+    const due = Math.floor(at / grid) * grid;
+    this.#renewTimer = setTimeout(() => this.#renew(), Math.max(0, due - performance.now()));
     // A lease never keeps the process alive: if it exits, the lease expires after its TTL.
     this.#renewTimer.unref?.();
   }

@@ -52,6 +52,9 @@ export function createStatements(table: string): string[] {
   ];
 }
 
+/** Rows one clean-up statement deletes at most; a full batch is followed by another (lease/locker.ts). */
+export const CLEAN_UP_BATCH = 1_000;
+
 /** The server's time in ms since the epoch, as the holders' expiries are written. */
 const NOW_MS = "(extract(epoch FROM now()) * 1000)::int8";
 /** Whether the holder entry `h` (from jsonb_each) is alive on the server's clock. */
@@ -60,11 +63,14 @@ const ALIVE = `(h.value #>> '{}')::int8 > ${NOW_MS}`;
 export interface LeaseStatements {
   /** $1 key, $2 holder, $3 shared, $4 ttl ms: one row (token) when granted, none when refused. */
   readonly acquire: string;
-  /** $1 key, $2 holder, $3 ttl ms: one row when renewed; none when the holder's lease is gone or expired. */
+  /**
+   * $1 keys, $2 holders (text arrays of one length), $3 ttl ms: renews many leases in one statement,
+   * one row `{ renewed: "<key> <holder>" }` per lease renewed; a lease gone or expired has no row.
+   */
   readonly renew: string;
   /** $1 key, $2 holder: `released` is 1 when the holder had an entry (alive or not), else 0; the row stays. */
   readonly release: string;
-  /** Deletes up to 100 rows whose every holder expired; `deleted` says how many. */
+  /** Deletes up to CLEAN_UP_BATCH rows whose every holder expired; `deleted` says how many. */
   readonly cleanUp: string;
   readonly create: readonly string[];
 }
@@ -91,13 +97,22 @@ export function leaseStatements(table: string): LeaseStatements {
       `WHERE NOT EXISTS (${conflicts("l", "EXCLUDED.shared")}) ` +
       "RETURNING l.token::text AS token",
     renew:
-      `UPDATE ${table} AS l SET holders = pg_catalog.jsonb_set(l.holders, ARRAY[$2::text], pg_catalog.to_jsonb(${NOW_MS} + $3::int8)), ` +
+      // Many leases in one statement (issue #26: one statement each fell behind at 10,000 leases).
+      // Grouped by key, so that shared holders of one key renew in the one update of its row. Only a
+      // live entry of a holder is renewed: never one that expired (someone may hold the key since),
+      // and never re-inserted (openbao/openbao#2100 is that bug).
+      // Multi-argument unnest exists only unqualified; ROWS FROM is its schema-qualified spelling.
+      "WITH r AS (SELECT u.lock_key, u.holder FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) " +
+      "AS u(lock_key, holder)), " +
+      `renewed AS (UPDATE ${table} AS l SET holders = l.holders || (SELECT pg_catalog.jsonb_object_agg(r.holder, ${NOW_MS} + $3::int8) ` +
+      `FROM r WHERE r.lock_key = l.lock_key AND (l.holders ->> r.holder)::int8 > ${NOW_MS}), ` +
       "expires_at = GREATEST(l.expires_at, now() + $3::int8 * interval '1 millisecond') " +
       `FROM ${DURABLE_COMMIT} ` +
-      // Only a live entry of this holder is renewed: never one that expired (someone may hold the key
-      // since), and never re-inserted (openbao/openbao#2100 is that bug).
-      `WHERE l.lock_key = $1::text AND (l.holders ->> $2::text)::int8 > ${NOW_MS} ` +
-      "RETURNING 1 AS renewed",
+      `WHERE EXISTS (SELECT 1 FROM r WHERE r.lock_key = l.lock_key AND (l.holders ->> r.holder)::int8 > ${NOW_MS}) ` +
+      "RETURNING l.lock_key, l.holders) " +
+      // One column of a one-word name: drivers may rename columns (postgres.js's camel transform).
+      `SELECT r.lock_key || ' ' || r.holder AS renewed FROM r JOIN renewed ON renewed.lock_key = r.lock_key ` +
+      `WHERE (renewed.holders ->> r.holder)::int8 > ${NOW_MS}`,
     release:
       // The row stays, even with no holder left, until its last expiry has passed (then cleanUp
       // deletes it): a grant then always finds the row and draws its token under the row's lock (the
@@ -111,7 +126,7 @@ export function leaseStatements(table: string): LeaseStatements {
     cleanUp:
       // SKIP LOCKED: clean-ups of several processes never wait for each other or for a grant.
       `WITH d AS (DELETE FROM ${table} AS l WHERE l.lock_key IN (SELECT lock_key FROM ${table} WHERE expires_at < now() ` +
-      "LIMIT 100 FOR UPDATE SKIP LOCKED) AND l.expires_at < now() RETURNING 1) SELECT count(*)::int4 AS deleted FROM d",
+      `LIMIT ${CLEAN_UP_BATCH} FOR UPDATE SKIP LOCKED) AND l.expires_at < now() RETURNING 1) SELECT count(*)::int4 AS deleted FROM d`,
     create: createStatements(table),
   };
 }
