@@ -198,10 +198,11 @@ describe("lease Locker", () => {
     const a = lease({ table, applicationName: app, ttlMs: 60_000 });
     const stale = await Promise.all([uniqueKey(), uniqueKey(), uniqueKey()].map((key) => a.acquire(key)));
     await expireLeases(pool, app, table);
-    await pool.query(`UPDATE ${table} SET expires_at = now() - interval '1 second'`);
+    const keys = stale.map((handle) => handle.key.identity);
+    // Expired for longer than the longest TTL used on the table (60 s here): clean-up keeps a row that long.
+    await pool.query(`UPDATE ${table} SET expires_at = now() - interval '2 minutes' WHERE lock_key = ANY($1)`, [keys]);
     await (await lease({ table }).acquire(uniqueKey())).release(); // a new Locker cleans up after its first grant
     // The three stale rows are gone (the new grant's own row stays until its expiry, as every released row).
-    const keys = stale.map((handle) => handle.key.identity);
     await eventually(
       async () =>
         (await pool.query(`SELECT count(*)::int AS n FROM ${table} WHERE lock_key = ANY($1)`, [keys])).rows[0].n === 0,

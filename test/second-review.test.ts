@@ -444,3 +444,46 @@ describe("leases at scale", () => {
     }
   });
 });
+
+describe("lease tokens stay in grant order", () => {
+  it("clean-up keeps a row for the longest TTL any Locker uses on the table, not its own", async () => {
+    const pool = makePool({ max: 3 });
+    const table = `pglock_ttls_${uniqueName("t").replace(/-/g, "_")}`;
+    const long = createLeaseLocker(pool, { table, ttlMs: 20_000 });
+    const short = createLeaseLocker(pool, { table, ttlMs: 200, renewEveryMs: 50, expiryMarginMs: 40 });
+    try {
+      await (await long.acquire(uniqueKey())).release(); // the table learns the 20 s TTL
+      const key = uniqueKey();
+      await (await short.acquire(key)).release();
+      await sleep(400); // the short lease's row has expired
+      const cleaner = createLeaseLocker(pool, { table, ttlMs: 200, renewEveryMs: 50, expiryMarginMs: 40 });
+      await (await cleaner.acquire(uniqueKey())).release(); // its first grant cleans up
+      await sleep(200);
+      const { rows } = await pool.query(`SELECT count(*)::int AS n FROM ${table} WHERE lock_key = $1`, [String(key)]);
+      expect(rows[0].n).toBe(1);
+      await cleaner.close();
+    } finally {
+      await Promise.all([long.close(), short.close()]);
+      await pool.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`);
+    }
+  });
+
+  it("a dropped token sequence is not recreated below the tokens given: a DatabaseError says how to recreate it", async () => {
+    const pool = makePool({ max: 3 });
+    const table = `pglock_seq_${uniqueName("t").replace(/-/g, "_")}`;
+    const leases = createLeaseLocker(pool, { table });
+    try {
+      const key = uniqueKey();
+      await (await leases.acquire(key)).release();
+      await pool.query(`DROP SEQUENCE ${table}_token`);
+      const error = await leases.acquire(uniqueKey()).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(DatabaseError);
+      expect((error as Error).message).toMatch(/token sequence .*_token is missing: pglock will not recreate it/);
+      const { rows } = await pool.query("SELECT to_regclass($1) AS found", [`${table}_token`]);
+      expect(rows[0].found).toBeNull();
+    } finally {
+      await leases.close();
+      await pool.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`);
+    }
+  });
+});

@@ -11,7 +11,14 @@
  * slower than the server's by less than the margin, timer lateness (a blocked event loop) included.
  * A lease is never re-acquired behind the holder's back: once lost, it stays lost.
  */
-import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, LockNotHeldError } from "../errors.js";
+import {
+  ClosedError,
+  ConnectionError,
+  DatabaseError,
+  InvalidArgumentError,
+  LockLostError,
+  LockNotHeldError,
+} from "../errors.js";
 import { leaseHolderPrefix } from "../identity.js";
 import type { LockKey, LockKeyInput } from "../key.js";
 import {
@@ -35,7 +42,7 @@ import type { LockMode } from "../sql.js";
 import { registerHeld } from "../task.js";
 import { checkBoolean, checkInteger, checkMs, checkString, optionsObject } from "../validate.js";
 import { type LeaseQuery, leaseQueryFor } from "./query.js";
-import { CLEAN_UP_BATCH, checkLeaseTable, type LeaseStatements, leaseStatements } from "./sql.js";
+import { CLEAN_UP_BATCH, checkLeaseTable, LEASE_TIMELINE_SHIFT, type LeaseStatements, leaseStatements } from "./sql.js";
 import { localWakeups, pause, wake } from "./wakeups.js";
 
 export interface LeaseLockerOptions {
@@ -104,6 +111,7 @@ export class LeaseLocker {
   #renewalsOut = 0;
   #created: Promise<void> | undefined;
   #lastCleanUp = Number.NEGATIVE_INFINITY;
+  #announced: Promise<void> | undefined;
   #closed: Promise<void> | undefined;
 
   /** @internal use {@link createLeaseLocker} */
@@ -257,6 +265,15 @@ export class LeaseLocker {
   }
 
   async #grant(key: LockKey, holder: string, mode: LockMode, signal: AbortSignal): Promise<bigint | undefined> {
+    // Before the first grant, the table learns this Locker's TTL: clean-up keeps rows that long.
+    this.#announced ??= this.#run(this.#sql.announceTtl, [this.ttlMs]).then(
+      () => {},
+      (error: unknown) => {
+        this.#announced = undefined;
+        throw error;
+      },
+    );
+    await this.#announced;
     // A grant given up on may still commit after the caller's clean-up ran: clean up again once it
     // has settled, or its entry would block others for a whole TTL.
     const rows = await this.#run(this.#sql.acquire, [key.identity, holder, mode === "shared", this.ttlMs], signal, () =>
@@ -348,7 +365,7 @@ export class LeaseLocker {
     // keeps up with any grant rate (issue #26: 100 rows a minute let 5,000 expired rows pile up).
     this.#track(async () => {
       for (let batches = 0; batches < CLEAN_UP_MAX_BATCHES; batches++) {
-        const rows = await this.#run(this.#sql.cleanUp, []);
+        const rows = await this.#run(this.#sql.cleanUp, [this.ttlMs]);
         if (Number(rows[0]?.deleted ?? 0) < CLEAN_UP_BATCH) return;
       }
     }).catch(() => {});
@@ -360,6 +377,16 @@ export class LeaseLocker {
       return await this.#bounded(text, params, signal, afterAbandoned);
     } catch (error) {
       if (sqlState((error as Error).cause) !== "42P01") throw error;
+      // The table is there but its token sequence is gone (an operator dropped it): a new sequence
+      // would start again at 1, below tokens already given. Refuse rather than go back (issue #26).
+      if (String(((error as Error).cause as Error | undefined)?.message).includes(`${this.#table}_token"`)) {
+        throw new DatabaseError(
+          `the lease table's token sequence ${this.#table}_token is missing: pglock will not recreate it, since new ` +
+            `tokens would start below those already given; recreate it above them: CREATE SEQUENCE ${this.#table}_token; ` +
+            `SELECT setval('${this.#table}_token', (SELECT max(token) & ((1::int8 << ${LEASE_TIMELINE_SHIFT}) - 1) FROM ${this.#table}))`,
+          { cause: (error as Error).cause },
+        );
+      }
       await this.#create();
       return await this.#bounded(text, params, signal, afterAbandoned);
     }

@@ -52,6 +52,12 @@ export function createStatements(table: string): string[] {
   ];
 }
 
+/**
+ * The row that keeps the longest TTL used on the table (in `token`), which clean-up waits for. Its key
+ * can be no lock's: a key's identity is digits, a sign and a comma.
+ */
+export const TTL_ROW = "#ttl";
+
 /** Rows one clean-up statement deletes at most; a full batch is followed by another (lease/locker.ts). */
 export const CLEAN_UP_BATCH = 1_000;
 
@@ -70,8 +76,13 @@ export interface LeaseStatements {
   readonly renew: string;
   /** $1 key, $2 holder: `released` is 1 when the holder had an entry (alive or not), else 0; the row stays. */
   readonly release: string;
-  /** Deletes up to CLEAN_UP_BATCH rows whose every holder expired; `deleted` says how many. */
+  /**
+   * $1 this Locker's ttl ms: deletes up to CLEAN_UP_BATCH rows whose every holder expired longer ago
+   * than the longest TTL used on the table; `deleted` says how many.
+   */
   readonly cleanUp: string;
+  /** $1 ttl ms: records it as the longest TTL used on the table, if it is (the TTL_ROW row). */
+  readonly announceTtl: string;
   readonly create: readonly string[];
 }
 
@@ -93,7 +104,9 @@ export function leaseStatements(table: string): LeaseStatements {
       // The new holder joins the live holders; expired entries are dropped on the way.
       `holders = (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, h.value), '{}'::jsonb) FROM pg_catalog.jsonb_each(l.holders) AS h ` +
       `WHERE h.key <> $2::text AND ${ALIVE}) || EXCLUDED.holders, ` +
-      `expires_at = GREATEST(l.expires_at, EXCLUDED.expires_at), token = ${token} ` +
+      // The key's last token is a floor: tokens of a key never go back, whatever an operator did to
+      // the sequence (issue #26).
+      `expires_at = GREATEST(l.expires_at, EXCLUDED.expires_at), token = GREATEST(l.token + 1, ${token}) ` +
       `WHERE NOT EXISTS (${conflicts("l", "EXCLUDED.shared")}) ` +
       "RETURNING l.token::text AS token",
     renew:
@@ -124,9 +137,20 @@ export function leaseStatements(table: string): LeaseStatements {
       `WITH u AS (UPDATE ${table} AS l SET holders = l.holders - $2::text WHERE l.lock_key = $1::text ` +
       "AND l.holders ? $2::text RETURNING 1) SELECT count(*)::int4 AS released FROM u",
     cleanUp:
+      // A row goes only once its last expiry is older than the longest TTL any Locker uses on the
+      // table: a grant whose INSERT drew its token and then stalled answers after its own TTL by
+      // then, and is not taken for a grant. With one retention for all, a short-TTL Locker's
+      // clean-up let a long-TTL grant land with a token below a later grant's (issue #26).
       // SKIP LOCKED: clean-ups of several processes never wait for each other or for a grant.
-      `WITH d AS (DELETE FROM ${table} AS l WHERE l.lock_key IN (SELECT lock_key FROM ${table} WHERE expires_at < now() ` +
-      `LIMIT ${CLEAN_UP_BATCH} FOR UPDATE SKIP LOCKED) AND l.expires_at < now() RETURNING 1) SELECT count(*)::int4 AS deleted FROM d`,
+      `WITH retention AS (SELECT coalesce((SELECT token FROM ${table} WHERE lock_key = '${TTL_ROW}'), $1::int8) ` +
+      "* interval '1 millisecond' AS span), " +
+      `d AS (DELETE FROM ${table} AS l WHERE l.lock_key IN (SELECT c.lock_key FROM ${table} AS c, retention ` +
+      `WHERE c.expires_at < now() - retention.span LIMIT ${CLEAN_UP_BATCH} FOR UPDATE OF c SKIP LOCKED) ` +
+      "AND l.expires_at < now() RETURNING 1) SELECT count(*)::int4 AS deleted FROM d",
+    announceTtl:
+      `INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
+      `VALUES ('${TTL_ROW}', false, '{}'::jsonb, 'infinity', $1::int8) ` +
+      "ON CONFLICT (lock_key) DO UPDATE SET token = EXCLUDED.token WHERE l.token < EXCLUDED.token",
     create: createStatements(table),
   };
 }
