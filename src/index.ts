@@ -1,3 +1,4 @@
+export type { LockDatabase, PgClientLike, PgPoolLike, PoolDatabase, SqlTagLike } from "./database.js";
 export {
   AlreadyHeldError,
   ClosedError,

@@ -3,6 +3,7 @@
  * is held is held, and one it says is released is released.
  */
 import { releaseLevel, releaseLevels, tryLock, waitForLock } from "./acquire.js";
+import type { LockDatabase } from "./database.js";
 import { DEFAULT_DEADLOCK_TIMEOUT_MS, DeadlockWatch } from "./deadlock.js";
 import { ClosedError, ConnectionError, InvalidArgumentError, LockNotHeldError, sessionEndedError } from "./errors.js";
 import { applicationNameOf, newOwner } from "./identity.js";
@@ -58,7 +59,7 @@ export interface NewLockOptions extends CallOptions, LivenessOptions {
  *   try { await cleanUp(); } finally { await lock.unlock(); }
  * }
  */
-export async function newLock(db: unknown, key: LockKeyInput, options: NewLockOptions = {}): Promise<Lock> {
+export async function newLock(db: LockDatabase, key: LockKeyInput, options: NewLockOptions = {}): Promise<Lock> {
   optionsObject(options, "newLock");
   const normalized = lockKey(key);
   const signal = checkSignal(options.signal, "newLock");

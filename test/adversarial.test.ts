@@ -3,7 +3,7 @@
 
 import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
-import { ClosedError, createLocker, LockTimeoutError, newLock } from "pglock";
+import { ClosedError, createLocker, LockTimeoutError, newLock, type PoolDatabase } from "pglock";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { databaseUrl, eventually, locksOnKey, makePool, makeSql, sleep, uniqueKey, uniqueName } from "./support/db.js";
@@ -98,8 +98,8 @@ describe("timeouts and aborts apply while pglock waits for a connection", () => 
   });
 
   const silentHandles = {
-    "pg.Pool": (url: string): unknown => makePool({ connectionString: url }),
-    "postgres.js": (url: string): unknown => {
+    "pg.Pool": (url: string): PoolDatabase => makePool({ connectionString: url }),
+    "postgres.js": (url: string): PoolDatabase => {
       const sql = postgres(url, { connect_timeout: 60, onnotice: () => {} });
       ends.push(() => sql.end({ timeout: 0 }));
       return sql;
@@ -143,8 +143,8 @@ describe("the server's statement_timeout and lock_timeout do not govern pglock's
   });
 
   const handles = {
-    "pg.Pool": (): unknown => makePool({ connectionString: url }),
-    "postgres.js": (): unknown => makeSql({ host: new URL(url).hostname, username: role, password: "timeouts" }),
+    "pg.Pool": (): PoolDatabase => makePool({ connectionString: url }),
+    "postgres.js": (): PoolDatabase => makeSql({ host: new URL(url).hostname, username: role, password: "timeouts" }),
   };
 
   for (const [name, connect] of Object.entries(handles)) {

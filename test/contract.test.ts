@@ -4,7 +4,7 @@
 // share in test/pgbouncer/.
 
 import pg from "pg";
-import { createLocker, createMemoryLocker, type MemoryLocker, MemoryLockServer } from "pglock";
+import { createLocker, createMemoryLocker, type MemoryLocker, MemoryLockServer, type PoolDatabase } from "pglock";
 import postgres from "postgres";
 import { describe } from "vitest";
 import { type AnyLocker, contractCases, type Implementation, leaseLockers } from "./support/contract.js";
@@ -13,7 +13,7 @@ import { queryFunction } from "./support/leases.js";
 import { runtime } from "./support/run.js";
 
 /** Real Lockers on `connect()`'s handles; a loss is pg_terminate_backend of their sessions. */
-function postgresLockers(connect: () => unknown): () => Implementation {
+function postgresLockers(connect: () => PoolDatabase): () => Implementation {
   return () => {
     const made: [AnyLocker, string][] = [];
     const admin = makePool({ max: 1 });

@@ -10,6 +10,8 @@ import {
   LockLostError,
   LockNotHeldError,
   leaseTableSql,
+  type PoolDatabase,
+  type QueryFunction,
 } from "pglock";
 import { afterEach, describe, expect, it } from "vitest";
 import { eventually, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
@@ -21,7 +23,7 @@ afterEach(async () => {
   await Promise.all(lockers.splice(0).map((locker) => locker.close()));
 });
 
-function lease(options: LeaseLockerOptions = {}, db: unknown = pool): LeaseLocker {
+function lease(options: LeaseLockerOptions = {}, db: PoolDatabase | QueryFunction = pool): LeaseLocker {
   const locker = createLeaseLocker(db, options);
   lockers.push(locker);
   return locker;
@@ -222,7 +224,7 @@ describe("lease Locker", () => {
   it("a query function may resolve { rows }; anything else is a typed error", async () => {
     const withRows = lease({}, (text: string, params: unknown[]) => pool.query(text, params));
     await (await withRows.acquire(uniqueKey())).release();
-    const wrong = lease({}, async () => 42);
+    const wrong = lease({}, (async () => 42) as never);
     await expect(wrong.acquire(uniqueKey())).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 
@@ -254,7 +256,7 @@ describe("lease Locker", () => {
       /renewEveryMs must be at least 1 and less than ttlMs - expiryMarginMs \(1000 - 200\).*got 900/,
     );
     expect(() => createLeaseLocker(pool, { table: "Leases; DROP" })).toThrow(InvalidArgumentError);
-    expect(() => createLeaseLocker({ query: 1 })).toThrow(
+    expect(() => createLeaseLocker({ query: 1 } as never)).toThrow(
       /expected a pg.Pool, a postgres.js sql, a Bun SQL or a query function/,
     );
     expect(() => createLeaseLocker(pool, { maxPollMs: -1 })).toThrow(InvalidArgumentError);

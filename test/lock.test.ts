@@ -62,7 +62,7 @@ describe("Lock: the seed's API", () => {
 
   it("rejects bad arguments with typed errors before connecting", async () => {
     const pool = makePool({ connectionString: "postgres://nobody@127.0.0.1:1/none" });
-    await expect(newLock({}, 1)).rejects.toThrow(
+    await expect(newLock({} as never, 1)).rejects.toThrow(
       /expected a pg.Pool, a connected pg.Client, a postgres.js sql or a Bun SQL, got an object/,
     );
     await expect(newLock(pool, 1, { signal: "soon" as never })).rejects.toThrow(

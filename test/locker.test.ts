@@ -177,7 +177,13 @@ describe("Locker: semantics", () => {
 
   it("rejects bad arguments with typed errors naming the option", async () => {
     const pool = makePool();
-    expect(() => createLocker({})).toThrow(/expected a pg.Pool, a postgres.js sql or a Bun SQL, got an object/);
+    // @ts-expect-error a connection string is not a database: TypeScript refuses it (issue #24)
+    expect(() => createLocker("postgres://app@db.example/prod")).toThrow(
+      /expected a pg.Pool, a postgres.js sql or a Bun SQL/,
+    );
+    expect(() => createLocker({} as never)).toThrow(
+      /expected a pg.Pool, a postgres.js sql or a Bun SQL, got an object/,
+    );
     expect(() => createLocker(pool, { maxSessions: 0 })).toThrow(/options.maxSessions must be an integer >= 1, got 0/);
     expect(() => createLocker(pool, { keepaliveMs: -1 })).toThrow(
       /options.keepaliveMs must be a number of milliseconds/,

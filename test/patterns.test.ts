@@ -280,7 +280,7 @@ describe("inspectLocks", () => {
     await held.release();
     await (await waiting).release();
     await pairHeld.release();
-    await expect(inspectLocks({})).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(inspectLocks({} as never)).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 
   it("shows the name of a key this process hashed, and only the key of one it did not", async () => {

@@ -11,6 +11,8 @@ export interface PgModule {
     config: Record<string, unknown>,
   ) => {
     on(event: "error" | "connect", listener: (error: Error) => void): unknown;
+    connect(): Promise<unknown>;
+    readonly totalCount: number;
     end(): Promise<void>;
     query(text: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
   };

@@ -11,6 +11,8 @@
  * slower than the server's by less than the margin, timer lateness (a blocked event loop) included.
  * A lease is never re-acquired behind the holder's back: once lost, it stays lost.
  */
+
+import type { PoolDatabase } from "../database.js";
 import {
   ClosedError,
   ConnectionError,
@@ -41,7 +43,7 @@ import { sharedController } from "../signals.js";
 import type { LockMode } from "../sql.js";
 import { registerHeld } from "../task.js";
 import { checkBoolean, checkInteger, checkMs, checkString, optionsObject } from "../validate.js";
-import { type LeaseQuery, leaseQueryFor } from "./query.js";
+import { type LeaseQuery, leaseQueryFor, type QueryFunction } from "./query.js";
 import { CLEAN_UP_BATCH, checkLeaseTable, LEASE_TIMELINE_SHIFT, type LeaseStatements, leaseStatements } from "./sql.js";
 import { localWakeups, pause, wake } from "./wakeups.js";
 
@@ -86,7 +88,7 @@ const CLEAN_UP_MAX_BATCHES = 100;
  * const locker = createLeaseLocker(pool, { ttlMs: 15_000 });
  * await locker.withLock("nightly-report", async (signal) => buildReport({ signal }), { timeout: 5000 });
  */
-export function createLeaseLocker(db: unknown, options: LeaseLockerOptions = {}): LeaseLocker {
+export function createLeaseLocker(db: PoolDatabase | QueryFunction, options: LeaseLockerOptions = {}): LeaseLocker {
   return new LeaseLocker(db, options);
 }
 

@@ -4,6 +4,7 @@
  * is on the server. Loss of a session aborts the signal of every handle it carried.
  */
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
+import type { PoolDatabase } from "../database.js";
 import { DEFAULT_DEADLOCK_TIMEOUT_MS, DeadlockWatch } from "../deadlock.js";
 import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, sessionEndedError } from "../errors.js";
 import { applicationNameOf, newOwner } from "../identity.js";
@@ -126,7 +127,7 @@ interface Queued {
  * const locker = createLocker(pool);
  * await locker.withLock("nightly-report", async (signal) => buildReport({ signal }), { timeout: 5000 });
  */
-export function createLocker(pool: unknown, options: LockerOptions = {}): Locker {
+export function createLocker(pool: PoolDatabase, options: LockerOptions = {}): Locker {
   return new Locker(pool, options);
 }
 

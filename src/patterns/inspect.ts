@@ -1,6 +1,7 @@
 /**
  * `inspectLocks`: who holds and who awaits which advisory lock (see waits.ts).
  */
+import type { LockDatabase } from "../database.js";
 import { type LockKeyInput, lockKey } from "../key.js";
 import { driverFor } from "../session/drivers.js";
 import { optionsObject } from "../validate.js";
@@ -19,7 +20,7 @@ export interface InspectOptions {
  * Bun `SQL`. PostgreSQL records when a wait began, not when a lock was granted: how long a lock has
  * been held is not known.
  */
-export async function inspectLocks(db: unknown, options: InspectOptions = {}): Promise<AdvisoryLockInfo[]> {
+export async function inspectLocks(db: LockDatabase, options: InspectOptions = {}): Promise<AdvisoryLockInfo[]> {
   optionsObject(options, "inspectLocks");
   const driver = driverFor(db, "inspectLocks", { allowClient: true });
   const key = options.key === undefined ? undefined : lockKey(options.key);

@@ -13,6 +13,8 @@ import {
   LockLostError,
   LockTimeoutError,
   type MemoryLocker,
+  type PoolDatabase,
+  type QueryFunction,
 } from "pglock";
 import { afterEach, expect, it } from "vitest";
 import { eventually, sleep, uniqueKey, uniqueName } from "./db.js";
@@ -36,7 +38,7 @@ export interface Implementation {
  * bound waits generously.
  */
 export function leaseLockers(
-  open: () => { db: unknown; end(): Promise<void> },
+  open: () => { db: PoolDatabase | QueryFunction; end(): Promise<void> },
   admin: () => pg.Pool,
 ): () => Implementation {
   return () => {

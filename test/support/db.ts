@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import type { PoolDatabase } from "pglock";
 import postgres from "postgres";
 import { afterAll, inject } from "vitest";
 
@@ -29,12 +30,13 @@ export function makeSql(options: postgres.Options<Record<string, postgres.Postgr
 }
 
 /** Bun's built-in client, when the suite runs on Bun (`npm run test:runtimes`); ended after the test file. */
-const BunSQL = (globalThis as { Bun?: { SQL: new (url: string) => { close(): Promise<void> } } }).Bun?.SQL;
+const BunSQL = (globalThis as { Bun?: { SQL: new (url: string) => PoolDatabase & { close(): Promise<void> } } }).Bun
+  ?.SQL;
 const bunSqls: { close(): Promise<void> }[] = [];
 afterAll(async () => {
   await Promise.all(bunSqls.splice(0).map((sql) => sql.close()));
 });
-export function makeBunSql(): unknown {
+export function makeBunSql(): PoolDatabase {
   if (!BunSQL) throw new Error("Bun's SQL exists only on Bun");
   const sql = new BunSQL(databaseUrl());
   bunSqls.push(sql);
@@ -43,8 +45,8 @@ export function makeBunSql(): unknown {
 
 /** The drivers pglock supports, each as a factory of the handle a caller passes to newLock or createLocker. */
 export const drivers = [
-  { name: "pg.Pool", connect: (): unknown => makePool() },
-  { name: "postgres.js", connect: (): unknown => makeSql() },
+  { name: "pg.Pool", connect: (): PoolDatabase => makePool() },
+  { name: "postgres.js", connect: (): PoolDatabase => makeSql() },
   ...(BunSQL ? [{ name: "Bun SQL", connect: makeBunSql }] : []),
 ];
 

@@ -8,29 +8,20 @@
 // - "lock-unsaid": two seed Locks, waitAndLock() with no hint.
 // A wait of the unsaid kinds gives up after WAIT_TIMEOUT_MS (default: never).
 import { hostname } from "node:os";
-import { createInterface } from "node:readline";
 import pg from "pg";
 import { createLocker, newLock } from "pglock";
+import { goSignal, report, say } from "./child-io.js";
 
 const [kind, first, second] = process.argv.slice(2) as [string, string, string];
 const timeout = process.env.WAIT_TIMEOUT_MS ? Number(process.env.WAIT_TIMEOUT_MS) : undefined;
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 4 });
 pool.on("error", () => {});
-const lines = createInterface({ input: process.stdin });
-const go = new Promise<void>((resolve) => lines.once("line", () => resolve()));
-const say = (text: string) => process.stdout.write(`${text}\n`);
+const lines = goSignal();
 if (process.env.PRINT_IDENTITY) say(`identity ${process.pid} ${hostname()}`);
 
 async function outcome(wait: () => Promise<unknown>): Promise<void> {
-  await go;
-  const started = performance.now();
-  const ms = () => Math.round(performance.now() - started);
-  try {
-    await wait();
-    say(`granted ${ms()}`);
-  } catch (error) {
-    say(`failed ${(error as { code?: string }).code ?? (error as Error).message} ${ms()}`);
-  }
+  await lines.go;
+  await report(wait);
 }
 
 if (kind === "locker") {

@@ -3,29 +3,17 @@
 // No task holds one lock while it waits for another, so there is no deadlock, whatever the other
 // processes do. Says "granted <ms>" or "failed <code> <ms>" for task 2's wait, then exits.
 // `kind` is "locker" (both tasks on one Locker, default options) or "lock" (seed Locks).
-import { createInterface } from "node:readline";
 import pg from "pg";
 import { createLocker, newLock } from "pglock";
+import { goSignal, report, say } from "./child-io.js";
 
 const [kind, own, other] = process.argv.slice(2) as [string, string, string];
 const holdMs = Number(process.env.HOLD_MS ?? 3_000);
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 6 });
 pool.on("error", () => {});
-const lines = createInterface({ input: process.stdin });
-const go = new Promise<void>((resolve) => lines.once("line", () => resolve()));
-const say = (text: string) => process.stdout.write(`${text}\n`);
+const lines = goSignal();
+const go = lines.go;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function report(wait: () => Promise<unknown>) {
-  const started = performance.now();
-  const ms = () => Math.round(performance.now() - started);
-  try {
-    await wait();
-    say(`granted ${ms()}`);
-  } catch (error) {
-    say(`failed ${(error as { code?: string }).code ?? (error as Error).message} ${ms()}`);
-  }
-}
 
 if (kind === "locker") {
   const locker = createLocker(pool);

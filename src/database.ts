@@ -1,0 +1,30 @@
+/**
+ * The databases pglock accepts, described by what pglock uses of them, so that pglock's declarations
+ * import no driver's types (kysely's PostgresPool is the model). `createLocker("postgres://…")` does
+ * not compile; at run time, anything else is refused too, with an error that says what was expected.
+ */
+
+/** A node-postgres `Pool` (`pg.Pool`). */
+export interface PgPoolLike {
+  connect(): Promise<unknown>;
+  readonly totalCount: number;
+}
+
+/** A connected node-postgres `Client` (`pg.Client`, or a client checked out of a pool). */
+export interface PgClientLike {
+  query(...args: never[]): unknown;
+  on(...args: never[]): unknown;
+}
+
+/** A postgres.js `sql`, or Bun's `SQL`: a tagged-template function with `unsafe` and `begin`. */
+export interface SqlTagLike {
+  (...args: never[]): unknown;
+  unsafe(...args: never[]): unknown;
+  begin(...args: never[]): unknown;
+}
+
+/** What a Locker takes its sessions from: a `pg.Pool`, a postgres.js `sql` or a Bun `SQL`. */
+export type PoolDatabase = PgPoolLike | SqlTagLike;
+
+/** What a seed Lock or `inspectLocks` takes: a pool as a Locker's, or a connected `pg.Client` of yours. */
+export type LockDatabase = PoolDatabase | PgClientLike;
