@@ -218,4 +218,66 @@ describe("the installed package", () => {
       expect(JSON.parse(result.stdout), file).toEqual(expectedSummary(key, keyText, false));
     }
   });
+
+  it("its declarations type-check in a strict project (skipLibCheck: false) on @types/node 20 and the newest", async () => {
+    // What `npm i -D @types/pg` brings today: the newest @types/node (issue #24: 26.x failed on an
+    // inferred EventEmitter<[never]> in the shipped declarations).
+    await writeFile(
+      join(project, "tsconfig.json"),
+      JSON.stringify({
+        compilerOptions: {
+          strict: true,
+          skipLibCheck: false,
+          module: "nodenext",
+          moduleResolution: "nodenext",
+          target: "ES2022",
+          lib: ["ES2022", "ESNext.Disposable"],
+          noEmit: true,
+          types: ["node"],
+        },
+        files: ["user.mts"],
+      }),
+    );
+    await writeFile(
+      join(project, "user.mts"),
+      `import pg from "pg";
+import { createLeaseLocker, createLocker, newLock } from "pglock";
+import { instrumentPglock } from "pglock/opentelemetry";
+const pool = new pg.Pool();
+const locker = createLocker(pool);
+await locker.withLock("job", async (signal) => signal.aborted, { timeout: 1000 });
+await newLock(pool, 1);
+createLeaseLocker(pool);
+instrumentPglock();
+// @ts-expect-error a connection string is not a database
+createLocker("postgres://app@db.example/prod");
+`,
+    );
+    const tsc = join(process.cwd(), "node_modules/.bin/tsc");
+    for (const types of ["@types/pg", "@types/node@20"]) {
+      const install = await run(
+        "npm",
+        [
+          "install",
+          "--no-audit",
+          "--no-fund",
+          "--prefer-offline",
+          "--no-save",
+          "@types/pg",
+          ...(types === "@types/pg" ? [] : [types]),
+        ],
+        { npm_config_loglevel: "error" },
+        240_000,
+        project,
+      );
+      expect(install.code, install.stderr).toBe(0);
+      const node = JSON.parse(await readFile(join(project, "node_modules/@types/node/package.json"), "utf8")).version;
+      const check = await run(tsc, ["-p", project], {}, 120_000);
+      expect({ types: node, code: check.code, output: check.stdout + check.stderr }).toEqual({
+        types: node,
+        code: 0,
+        output: "",
+      });
+    }
+  }, 300_000);
 });

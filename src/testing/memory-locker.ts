@@ -35,7 +35,7 @@ interface KeyState {
 export class MemoryLockServer {
   /** @internal */ readonly keys = new Map<string, KeyState>();
   /** @internal */ readonly tokens = new Map<string, bigint>();
-  /** @internal */ readonly events = new EventEmitter().setMaxListeners(0);
+  /** @internal */ readonly events: EventEmitter = new EventEmitter().setMaxListeners(0);
 
   /** @internal */
   state(key: LockKey): KeyState {
