@@ -6,7 +6,8 @@ export default defineConfig([
     entry: { index: "src/index.ts", opentelemetry: "src/opentelemetry.ts" },
     external: ["@opentelemetry/api"],
     format: ["esm", "cjs"],
-    dts: true,
+    // Members and classes tagged @internal stay out of the declarations: they are not the API (issue #24).
+    dts: { compilerOptions: { stripInternal: true } },
     target: "es2022",
     platform: "node",
     clean: true,

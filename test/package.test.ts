@@ -77,7 +77,12 @@ describe("the built package, from this checkout", () => {
     expect(esmNames).toEqual(expect.arrayContaining(["newLock", "lockKey", "hashKey", "PglockError"]));
     const manifest = JSON.parse(readFileSync("package.json", "utf8"));
     for (const condition of Object.values(manifest.exports["."]) as { types: string; default: string }[]) {
-      expect(readFileSync(condition.types, "utf8")).toMatch(/declare function newLock/);
+      const declarations = readFileSync(condition.types, "utf8");
+      expect(declarations).toMatch(/declare function newLock/);
+      // The internals are not the API (issue #24): no @internal member or class reaches the declarations.
+      for (const internal of ["@internal", "runShort", "openDedicatedSession", "declare class Session", "KeyState"]) {
+        expect(declarations, `${condition.types} declares ${internal}`).not.toContain(internal);
+      }
       expect(readFileSync(condition.default, "utf8").length).toBeGreaterThan(0);
     }
     expect(manifest.peerDependenciesMeta.pg.optional).toBe(true);
