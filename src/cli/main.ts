@@ -63,7 +63,23 @@ With no database configured, starts a throwaway PostgreSQL (needs the embedded-p
 and shows several workers, a leader election and a semaphore at work.`,
 };
 
-export async function main(argv: string[], io = { out: console.log, error: console.error }): Promise<number> {
+/**
+ * Output through the process's streams, not console.log: Bun's console writes to the file descriptor
+ * directly, so a reader that stops reading (`pglock ls --watch | head`) would go unnoticed (bin.ts
+ * ends on the stream's EPIPE).
+ */
+const STD_IO: CommandIo = {
+  out: (line) => void process.stdout.write(`${line}\n`),
+  error: (line) => void process.stderr.write(`${line}\n`),
+};
+
+/** Where the command's lines go. */
+export interface CommandIo {
+  out(line: string): void;
+  error(line: string): void;
+}
+
+export async function main(argv: string[], io: CommandIo = STD_IO): Promise<number> {
   const [command, ...rest] = argv;
   try {
     if (command === undefined) throw new UsageError("a command is missing");
