@@ -361,7 +361,8 @@ describe("pglock run: the command's whole process group, and servers that never 
       );
       const ended = new Promise<number | null>((resolve) => noWait.on("exit", (code) => resolve(code)));
       await sleep(1_000);
-      noWait.kill("SIGTERM");
+      // process.kill: Deno reports a child it kill()ed as killed by the signal, whatever it exited with.
+      process.kill(noWait.pid as number, "SIGTERM");
       expect(await ended).toBe(143);
       const ls = await pglock(["ls", "--database", database]);
       expect(ls.code).toBe(69);
