@@ -83,6 +83,8 @@ export class ConnectionError extends PglockError {
 export class LockTimeoutError extends PglockError {
   /** pglock's timeout in ms, or undefined when the server's own timeout ended the wait. */
   readonly timeoutMs: number | undefined;
+  /** The key (or keys, for acquireAll) that was not acquired, as text. */
+  readonly key: string;
   constructor(key: string, timeoutMs: number | undefined, options?: ErrorOptions) {
     super(
       "ERR_PGLOCK_TIMEOUT",
@@ -92,6 +94,7 @@ export class LockTimeoutError extends PglockError {
       options,
     );
     this.timeoutMs = timeoutMs;
+    this.key = key;
   }
 }
 

@@ -40,6 +40,9 @@ export interface Liveness {
   readonly serverSettings: readonly (readonly [string, string])[];
 }
 
+/** The option names of LivenessOptions, for the unknown-option check. */
+export const LIVENESS_OPTIONS = ["keepaliveMs", "probeTimeoutMs", "serverKeepaliveMs"] as const;
+
 export const LIVENESS_DEFAULTS = { keepaliveMs: 5_000, probeTimeoutMs: 3_000, serverKeepaliveMs: 18_000 } as const;
 /** How much earlier than the server the holder must learn of a cut. */
 export const MARGIN_MS = 2_000;

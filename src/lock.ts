@@ -8,7 +8,7 @@ import { DEFAULT_DEADLOCK_TIMEOUT_MS, DeadlockWatch } from "./deadlock.js";
 import { ClosedError, ConnectionError, InvalidArgumentError, LockNotHeldError, sessionEndedError } from "./errors.js";
 import { applicationNameOf, newOwner } from "./identity.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "./key.js";
-import { type LivenessOptions, liveness } from "./liveness.js";
+import { LIVENESS_OPTIONS, type LivenessOptions, liveness } from "./liveness.js";
 import type { Driver } from "./session/driver.js";
 import { driverFor } from "./session/drivers.js";
 import { Session } from "./session/session.js";
@@ -60,7 +60,7 @@ export interface NewLockOptions extends CallOptions, LivenessOptions {
  * }
  */
 export async function newLock(db: LockDatabase, key: LockKeyInput, options: NewLockOptions = {}): Promise<Lock> {
-  optionsObject(options, "newLock");
+  optionsObject(options, "newLock", ["signal", "applicationName", "deadlockTimeoutMs", ...LIVENESS_OPTIONS]);
   const normalized = lockKey(key);
   const signal = checkSignal(options.signal, "newLock");
   const name = checkString(options.applicationName, "newLock", "applicationName") ?? "pglock";
@@ -194,7 +194,7 @@ export class Lock {
 
   #call<T>(name: string, options: CallOptions | undefined, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
     try {
-      optionsObject(options, `Lock.${name}`);
+      optionsObject(options, `Lock.${name}`, name.startsWith("wait") ? ["signal", "holding"] : ["signal"]);
       const signal = checkSignal(options?.signal, `Lock.${name}`);
       if (this.#closing.signal.aborted) throw new ClosedError("the Lock");
       if (signal?.aborted) throw signal.reason;

@@ -2,11 +2,37 @@
 import { InvalidArgumentError } from "./errors.js";
 import { describe } from "./key.js";
 
-export function optionsObject(options: unknown, where: string): void {
+/**
+ * `options` is undefined or an object whose every property is one of `known`: a misspelt option
+ * (`{ timout: 5000 }`) would otherwise be ignored in silence (issue #27).
+ */
+export function optionsObject(options: unknown, where: string, known: readonly string[]): void {
   if (options === undefined) return;
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
     throw new InvalidArgumentError(`${where}: options must be an object, got ${describe(options)}`);
   }
+  for (const name of Object.keys(options)) {
+    if (known.includes(name)) continue;
+    const near = known.find((candidate) => editDistance(candidate.toLowerCase(), name.toLowerCase()) <= 2);
+    throw new InvalidArgumentError(
+      `${where}: unknown option ${JSON.stringify(name)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ""}; ` +
+        `the options are ${known.join(", ")}`,
+    );
+  }
+}
+
+/** Levenshtein distance, for "did you mean". */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current[j] = Math.min((previous[j] as number) + 1, (current[j - 1] as number) + 1, substitution);
+    }
+    previous = current;
+  }
+  return previous[b.length] as number;
 }
 
 export function checkSignal(signal: unknown, where: string): AbortSignal | undefined {

@@ -9,6 +9,7 @@ import {
   fencingTableSql,
   InvalidArgumentError,
   inspectLocks,
+  type LockTimeoutError,
   newLock,
   ReadOnlyServerError,
   withXactLock,
@@ -485,6 +486,42 @@ describe("lease tokens stay in grant order", () => {
     } finally {
       await leases.close();
       await pool.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`);
+    }
+  });
+});
+
+describe("usage errors that say what to do (issue #27)", () => {
+  it("an unknown option is a typed error that names it, with the option meant", async () => {
+    const pool = makePool({ max: 3 });
+    expect(() => createLocker(pool, { maxConnections: 2 } as never)).toThrow(
+      /createLocker: unknown option "maxConnections"; the options are maxSessions, /,
+    );
+    const locker = createLocker(pool);
+    try {
+      await expect(locker.acquire(uniqueKey(), { timout: 5000 } as never)).rejects.toThrow(
+        /acquire: unknown option "timout" \(did you mean "timeout"\?\)/,
+      );
+      await expect(locker.withLock(uniqueKey(), () => {}, { timout: 5000 } as never)).rejects.toBeInstanceOf(
+        InvalidArgumentError,
+      );
+      expect(() => createLeaseLocker(pool, { ttl: 1000 } as never)).toThrow(/did you mean "ttlMs"/);
+    } finally {
+      await locker.close();
+    }
+  });
+
+  it("withXactLock(pool) names the pool; LockTimeoutError names its key", async () => {
+    const pool = makePool({ max: 3 });
+    await expect(withXactLock(pool, 1, () => {})).rejects.toThrow(/withXactLock: got a pg.Pool; pass the client/);
+    const [a, b] = [createLocker(pool), createLocker(pool)];
+    const key = uniqueKey();
+    try {
+      const held = await a.acquire(key);
+      const error = await b.acquire(key, { timeout: 100 }).catch((caught: unknown) => caught);
+      expect((error as LockTimeoutError).key).toBe(String(key));
+      await held.release();
+    } finally {
+      await Promise.all([a.close(), b.close()]);
     }
   });
 });

@@ -119,7 +119,15 @@ export class LeaseLocker {
   /** @internal use {@link createLeaseLocker} */
   constructor(db: unknown, options: LeaseLockerOptions = {}) {
     const where = "createLeaseLocker";
-    optionsObject(options, where);
+    optionsObject(options, where, [
+      "ttlMs",
+      "renewEveryMs",
+      "expiryMarginMs",
+      "maxPollMs",
+      "table",
+      "applicationName",
+      "reentrant",
+    ]);
     // At most a day: a lease longer than that outlives any holder worth waiting for, and timers over
     // 2^31 - 1 ms fire at once (issue #26: a 36-day TTL failed every statement).
     this.ttlMs = checkInteger(options.ttlMs, where, "options.ttlMs", 100, MAX_TTL_MS) ?? 30_000;

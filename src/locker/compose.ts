@@ -56,7 +56,13 @@ export function parseAcquire(
   closed: boolean,
   locker: { owner: object; reentrant: boolean },
 ): AcquireArguments {
-  optionsObject(options, where);
+  optionsObject(
+    options,
+    where,
+    where === "acquire"
+      ? ["shared", "timeout", "signal", "fencing", "holding", "reentrant"]
+      : ["shared", "signal", "holding", "reentrant"],
+  );
   const normalized = lockKey(key);
   const shared = checkBoolean(options.shared, where, "shared") ?? false;
   const timeout = where === "acquire" ? checkMs(options.timeout, where, "timeout") : undefined;
@@ -143,7 +149,7 @@ export async function acquireAll(
   ) => Promise<LockHandle>,
 ): Promise<LockGroup> {
   if (!Array.isArray(keys)) throw new InvalidArgumentError(`acquireAll: keys must be an array, got ${describe(keys)}`);
-  optionsObject(options, "acquireAll");
+  optionsObject(options, "acquireAll", ["shared", "timeout", "signal", "holding"]);
   const normalized = keys.map((key) => lockKey(key)).sort(compareKeys);
   for (let i = 1; i < normalized.length; i++) {
     if ((normalized[i] as LockKey).identity === (normalized[i - 1] as LockKey).identity) {

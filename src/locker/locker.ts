@@ -9,7 +9,7 @@ import { DEFAULT_DEADLOCK_TIMEOUT_MS, DeadlockWatch } from "../deadlock.js";
 import { ClosedError, ConnectionError, InvalidArgumentError, LockLostError, sessionEndedError } from "../errors.js";
 import { applicationNameOf, newOwner } from "../identity.js";
 import type { LockKey, LockKeyInput } from "../key.js";
-import { type Liveness, type LivenessOptions, liveness } from "../liveness.js";
+import { LIVENESS_OPTIONS, type Liveness, type LivenessOptions, liveness } from "../liveness.js";
 import { LeaderElection } from "../patterns/leader.js";
 import { notifierOf } from "../patterns/notifier.js";
 import { Semaphore } from "../patterns/semaphore.js";
@@ -153,7 +153,15 @@ export class Locker {
 
   /** @internal use {@link createLocker} */
   constructor(pool: unknown, options: LockerOptions = {}) {
-    optionsObject(options, "createLocker");
+    optionsObject(options, "createLocker", [
+      "maxSessions",
+      "applicationName",
+      "idleMs",
+      "fencingTable",
+      "deadlockTimeoutMs",
+      "reentrant",
+      ...LIVENESS_OPTIONS,
+    ]);
     const askedSessions = checkInteger(options.maxSessions, "createLocker", "options.maxSessions", 1);
     const { keepaliveMs, probeTimeoutMs, serverSettings } = liveness(options, "createLocker");
     const applicationName = checkString(options.applicationName, "createLocker", "applicationName") ?? "pglock";

@@ -21,7 +21,7 @@ export interface InspectOptions {
  * been held is not known.
  */
 export async function inspectLocks(db: LockDatabase, options: InspectOptions = {}): Promise<AdvisoryLockInfo[]> {
-  optionsObject(options, "inspectLocks");
+  optionsObject(options, "inspectLocks", ["key"]);
   const driver = driverFor(db, "inspectLocks", { allowClient: true });
   const key = options.key === undefined ? undefined : lockKey(options.key);
   return readLocksOn(driver, key);

@@ -56,7 +56,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
     if (typeof duties !== "function") {
       throw new InvalidArgumentError(`leaderElection.run: duties must be a function, got ${describe(duties)}`);
     }
-    optionsObject(options, "leaderElection.run");
+    optionsObject(options, "leaderElection.run", ["signal"]);
     const outer = checkSignal(options.signal, "leaderElection.run");
     if (this.#running) throw new InvalidArgumentError("leaderElection.run: this election is already running");
     this.#running = true;

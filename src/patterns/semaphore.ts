@@ -65,7 +65,7 @@ export class Semaphore {
 
   /** A free slot now, or null. */
   async tryAcquire(options: { signal?: AbortSignal } = {}): Promise<SemaphoreHandle | null> {
-    optionsObject(options, "semaphore.tryAcquire");
+    optionsObject(options, "semaphore.tryAcquire", ["signal"]);
     return this.#tryEverySlot(checkSignal(options.signal, "semaphore.tryAcquire"));
   }
 
@@ -74,7 +74,7 @@ export class Semaphore {
    * 500 ms in case a holder died without one.
    */
   async acquire(options: SemaphoreAcquireOptions = {}): Promise<SemaphoreHandle> {
-    optionsObject(options, "semaphore.acquire");
+    optionsObject(options, "semaphore.acquire", ["timeout", "signal"]);
     const timeout = checkMs(options.timeout, "semaphore.acquire", "timeout");
     const signal = checkSignal(options.signal, "semaphore.acquire");
     const deadline =

@@ -8,7 +8,7 @@ import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
 import { isBunSql } from "../session/bun-sql.js";
 import { sqlState } from "../session/driver.js";
-import { pgDriver } from "../session/pg.js";
+import { isPgPool, pgDriver } from "../session/pg.js";
 import { isPostgresJs } from "../session/postgres-js.js";
 import { Session } from "../session/session.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
@@ -48,7 +48,7 @@ export async function withXactLock<T>(
   fn: () => Promise<T> | T,
   options: XactLockOptions = {},
 ): Promise<T> {
-  optionsObject(options, "withXactLock");
+  optionsObject(options, "withXactLock", ["shared", "timeout", "signal"]);
   const normalized = lockKey(key);
   if (typeof fn !== "function")
     throw new InvalidArgumentError(`withXactLock: fn must be a function, got ${describe(fn)}`);
@@ -70,6 +70,13 @@ export async function withXactLock<T>(
     return fn();
   }
   signal?.throwIfAborted();
+  if (isPgPool(client)) {
+    // A pool's query runs each statement on any of its connections: there is no one transaction.
+    throw new InvalidArgumentError(
+      "withXactLock: got a pg.Pool; pass the client that runs the transaction: const client = await pool.connect(); " +
+        'await client.query("BEGIN"); await withXactLock(client, key, fn)',
+    );
+  }
   const session = await Session.open(pgDriver(client, "withXactLock"));
   try {
     await inPgTransaction(session, normalized, mode, timeout, signal);

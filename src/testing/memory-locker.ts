@@ -68,7 +68,7 @@ export interface MemoryLockerOptions {
 }
 
 export function createMemoryLocker(options: MemoryLockerOptions = {}): MemoryLocker {
-  optionsObject(options, "createMemoryLocker");
+  optionsObject(options, "createMemoryLocker", ["server", "reentrant"]);
   const reentrant = checkBoolean(options.reentrant, "createMemoryLocker", "reentrant") ?? false;
   return new MemoryLocker(options.server ?? new MemoryLockServer(), reentrant);
 }
