@@ -24,15 +24,18 @@ Run \`pglock <command> --help\` for a command's options; \`pglock --version\` fo
 const HELP: Record<string, string> = {
   run: `Usage: pglock run <key> [--shared] [--wait | --timeout <duration> | --no-wait] [options] -- <command> [args…]
 
-Holds the lock while the command runs and exits with the command's exit code. SIGINT, SIGTERM,
-SIGHUP and SIGQUIT go to the command; the lock is released when it ends, however it ends.
+Holds the lock while the command runs and exits with the command's exit code. The command runs in a
+process group of its own: SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the whole group (the children of
+sh -c or npm run too), and so does the stop after a lost lock or pglock's own death. The lock is
+released when the command ends, however it ends.
 
   <key>                      a name (hashed with FNV-1a 64, as the library does)
   --id                       <key> is an int64, e.g. 42 or -7671976228194938313 (also --id=<key>)
   --pair                     <key> is a pair of int32, e.g. 12,34 or -1,2 (also --pair=<key>)
   --shared                   take the lock shared (shared holders coexist)
   --wait                     wait until the lock is free (the default)
-  --timeout <duration>       wait at most this long (500ms, 10s, 2m; a bare number is seconds)
+  --timeout <duration>       wait at most this long, connecting included (500ms, 10s, 2m; a bare
+                             number is seconds; 0 is --no-wait)
   --no-wait                  do not wait: if the lock is busy, run nothing
   --busy-exit-code <n>       exit code when the lock is busy or the timeout passes (default ${EXIT_BUSY})
   --lost-exit-code <n>       exit code when the lock was lost while the command ran (default ${EXIT_LOST})
@@ -40,14 +43,19 @@ SIGHUP and SIGQUIT go to the command; the lock is released when it ends, however
   --database <url>           the database (default: DATABASE_URL, then PG* variables)
 
 Exit codes: the command's own; ${EXIT_BUSY} busy; ${EXIT_LOST} lock lost (the command was stopped);
-${EXIT_UNAVAILABLE} database unreachable; 2 usage; 127 command not found; 128+n killed by signal n.`,
+${EXIT_UNAVAILABLE} database unreachable; 2 usage; 127 command not found; 128+n killed by signal n.
+
+Examples:
+  pglock run nightly-report --no-wait -- ./report.sh     on one of several cron servers
+  pglock run migrations --timeout 2m -- npm run migrate  one instance migrates, the others wait`,
   ls: `Usage: pglock ls [--key <key> [--id | --pair]] [--json | --watch [--interval <duration>]] [--database <url>]
 
 Lists the advisory locks of the database, held and awaited: the key (with its name when this command
-hashed it: a hash cannot be reversed), mode, state, backend pid, owner (host:process locker-n or
+hashed it: a hash cannot be reversed), mode, state, backend pid, owner (host:process@nonce locker-n or
 lock-n, for sessions pglock opened), application, client, and for waiters how long they have waited
 (PostgreSQL 14+) and the pids they wait for. Then who waits for whom: each waiter, the holder it
-waits for, and what that holder waits for in turn, marking a cycle between Lockers.
+waits for, and what that holder is known to wait for in turn; a queue of waiters reads as a queue,
+and a cycle (a deadlock) is marked.
 
   --json                     the same as JSON
   --watch                    redraw every second until Ctrl-C; a holder's time is how long this
