@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLocker, hashKey, inspectLocks, type Locker } from "pglock";
 import { afterEach, describe, expect, it } from "vitest";
-import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueName } from "./support/db.js";
+import { databaseUrl, eventually, locksOnKey, makePool, uniqueName } from "./support/db.js";
 import { program, run } from "./support/run.js";
 
 // The real executable, from source (the same file the bin is built from), on this suite's runtime.
@@ -343,7 +343,10 @@ describe("pglock run: the command's whole process group, and servers that never 
   );
 
   it("a server that accepts and never answers: --timeout exits 69 at once, --no-wait ends on SIGTERM, ls exits 69", async () => {
-    const silent = createServer(() => {}); // accepts, never answers
+    let connections = 0;
+    const silent = createServer(() => {
+      connections++; // accepts, never answers
+    });
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
     const port = (silent.address() as AddressInfo).port;
     const database = `postgres://app:not-the-password@127.0.0.1:${port}/db`;
@@ -352,6 +355,7 @@ describe("pglock run: the command's whole process group, and servers that never 
       const timed = await pglock(["run", uniqueName(), "--timeout", "2s", "--database", database, "--", "true"]);
       expect([timed.code, timed.stderr.trim()]).toEqual([69, "pglock: cannot reach the database within 2s"]);
       expect(performance.now() - started).toBeLessThan(15_000);
+      const before = connections;
       const noWait = spawn(
         PGLOCK,
         [...PGLOCK_ARGS, "run", uniqueName(), "--no-wait", "--database", database, "--", "true"],
@@ -360,7 +364,9 @@ describe("pglock run: the command's whole process group, and servers that never 
         },
       );
       const ended = new Promise<number | null>((resolve) => noWait.on("exit", (code) => resolve(code)));
-      await sleep(1_000);
+      // Once it connects, it waits for the server's answer with its signal handlers in place (a
+      // signal during its start-up kills it by the default action, with nothing run).
+      await eventually(() => connections > before, 20_000);
       // process.kill: Deno reports a child it kill()ed as killed by the signal, whatever it exited with.
       process.kill(noWait.pid as number, "SIGTERM");
       expect(await ended).toBe(143);
