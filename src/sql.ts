@@ -94,40 +94,39 @@ export function waitLock(
   options: { sliceMs?: number; holds?: readonly { pid: number; key: LockKey }[] } = {},
 ): Statement {
   const { sliceMs, holds = [] } = options;
-  if (sliceMs === undefined && holds.length === 0) {
-    // The function returns void, which IS NOT NULL: ok is true once granted.
-    return hot("pg_advisory_lock", mode, key, (call) => `${call} IS NOT NULL`);
-  }
-  const { args, values } = keyArgs(key);
-  const sliced = sliceMs !== undefined;
-  const from = sliced
-    ? ` FROM (SELECT pg_catalog.set_config('lock_timeout', $${values.length + 1}::text, true)) AS slice`
-    : "";
-  const statementValues = sliced ? [...values, String(Math.max(1, Math.round(sliceMs)))] : values;
-  if (holds.length === 0) {
-    const id = `pg_advisory_lock${suffix(mode)}/${key.pair ? 2 : 1}/sliced`;
-    let text = hotTexts.get(id);
-    if (text === undefined) {
-      text = onOwnBackend(
-        `pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NOT NULL`,
-        statementValues,
-        "ok",
-        from,
-      ).text;
-      hotTexts.set(id, text);
-    }
-    return { text, values: statementValues, guarded: true, prepare: true };
-  }
+  const wait =
+    sliceMs === undefined
+      ? // The function returns void, which IS NOT NULL: ok is true once granted.
+        hot("pg_advisory_lock", mode, key, (call) => `${call} IS NOT NULL`)
+      : slicedWait(key, mode, sliceMs);
+  if (holds.length === 0) return wait;
   const claim = holds.map((held) => `${held.pid}:${lockTag(held.key).join(".")}`).join(" ");
-  const waits = lockTag(key).join(".");
-  const text = onOwnBackend(
-    `pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NOT NULL`,
-    statementValues,
-    "ok",
-    from,
-  ).text;
   // Only digits, dots, colons and spaces go into the comment: pids and pg_locks tags pglock computed.
-  return { text: `/* pglock waits ${waits} holds ${claim} */ ${text}`, values: statementValues, guarded: true };
+  // A text of its own per claim, so it is not prepared by name.
+  return {
+    text: `/* pglock waits ${lockTag(key).join(".")} holds ${claim} */ ${wait.text}`,
+    values: wait.values,
+    guarded: true,
+  };
+}
+
+/** waitLock's statement with its lock_timeout of `sliceMs`, the slice's value its last parameter but the pid's. */
+function slicedWait(key: LockKey, mode: LockMode, sliceMs: number): Statement {
+  const { args, values } = keyArgs(key);
+  const statementValues = [...values, String(Math.max(1, Math.round(sliceMs)))];
+  const id = `pg_advisory_lock${suffix(mode)}/${key.pair ? 2 : 1}/sliced`;
+  let text = hotTexts.get(id);
+  if (text === undefined) {
+    const from = ` FROM (SELECT pg_catalog.set_config('lock_timeout', $${values.length + 1}::text, true)) AS slice`;
+    text = onOwnBackend(
+      `pg_catalog.pg_advisory_lock${suffix(mode)}(${args}) IS NOT NULL`,
+      statementValues,
+      "ok",
+      from,
+    ).text;
+    hotTexts.set(id, text);
+  }
+  return { text, values: statementValues, guarded: true, prepare: true };
 }
 
 /** The server's version as a number (150004 for 15.4). */
