@@ -15,6 +15,17 @@ import { expectedSummary } from "./support/otel-scenario.js";
 import { run } from "./support/run.js";
 
 let project: string;
+
+/** `npm install` into the user project; --prefer-offline: the packages come from the npm cache that
+ * installing this repository filled. */
+const npmInstall = (packages: string[]) =>
+  run(
+    "npm",
+    ["install", "--no-audit", "--no-fund", "--prefer-offline", ...packages],
+    { npm_config_loglevel: "error" },
+    240_000,
+    project,
+  );
 const lockers: Locker[] = [];
 
 beforeAll(async () => {
@@ -29,23 +40,8 @@ beforeAll(async () => {
   const pgVersion = await version("pg");
   const otelApiVersion = await version("@opentelemetry/api");
   await writeFile(join(project, "package.json"), JSON.stringify({ name: "a-user-project", private: true }));
-  // --prefer-offline: pg and the OpenTelemetry API (pglock/opentelemetry's peer) come from the npm
-  // cache that installing this repository filled.
-  const install = await run(
-    "npm",
-    [
-      "install",
-      "--no-audit",
-      "--no-fund",
-      "--prefer-offline",
-      tarball,
-      `pg@${pgVersion}`,
-      `@opentelemetry/api@${otelApiVersion}`,
-    ],
-    { npm_config_loglevel: "error" },
-    240_000,
-    project,
-  );
+  // pg and the OpenTelemetry API (pglock/opentelemetry's peer) as a user's project would have them.
+  const install = await npmInstall([tarball, `pg@${pgVersion}`, `@opentelemetry/api@${otelApiVersion}`]);
   expect(install.code, install.stderr).toBe(0);
 }, 400_000);
 
@@ -260,21 +256,7 @@ createLocker("postgres://app@db.example/prod");
     );
     const tsc = join(process.cwd(), "node_modules/.bin/tsc");
     for (const types of ["@types/pg", "@types/node@20"]) {
-      const install = await run(
-        "npm",
-        [
-          "install",
-          "--no-audit",
-          "--no-fund",
-          "--prefer-offline",
-          "--no-save",
-          "@types/pg",
-          ...(types === "@types/pg" ? [] : [types]),
-        ],
-        { npm_config_loglevel: "error" },
-        240_000,
-        project,
-      );
+      const install = await npmInstall(["--no-save", "@types/pg", ...(types === "@types/pg" ? [] : [types])]);
       expect(install.code, install.stderr).toBe(0);
       const node = JSON.parse(await readFile(join(project, "node_modules/@types/node/package.json"), "utf8")).version;
       const check = await run(tsc, ["-p", project], {}, 120_000);

@@ -20,6 +20,10 @@ import { terminateBackend } from "../src/sql.js";
 import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
 import { program, run } from "./support/run.js";
 
+/** A lease table of this test's own (and its token sequence), dropped by dropLeaseTable. */
+const leaseTableName = (prefix: string) => `${prefix}_${uniqueName("t").replace(/-/g, "_")}`;
+const dropLeaseTable = (table: string) => `DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`;
+
 /** Keeps this process's event loop busy for `ms`, as a GC pause or synchronous work does. */
 function stall(ms: number) {
   const until = performance.now() + ms;
@@ -335,7 +339,7 @@ describe("no error carries a password (issue #27's security part)", () => {
 
 describe("a lease Locker closed while a grant is in flight", () => {
   it("close() waits for the grant it gave up on to settle and be taken back: pool.end() after it leaves no ghost lease", async () => {
-    const table = `pglock_ghost_${uniqueName("t").replace(/-/g, "_")}`;
+    const table = leaseTableName("pglock_ghost");
     const admin = new pg.Client({ connectionString: databaseUrl() });
     await admin.connect();
     const key = uniqueKey();
@@ -370,7 +374,7 @@ describe("a lease Locker closed while a grant is in flight", () => {
       await lease.release();
       await other.close();
     } finally {
-      await admin.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`).catch(() => {});
+      await admin.query(dropLeaseTable(table)).catch(() => {});
       await admin.end();
     }
   });
@@ -385,7 +389,7 @@ describe("leases at scale", () => {
       if (text.includes("renewed AS (UPDATE")) statements.renew++;
       return (await pool.query(text, params)).rows;
     };
-    const table = `pglock_scale_${uniqueName("t").replace(/-/g, "_")}`;
+    const table = leaseTableName("pglock_scale");
     const leases = createLeaseLocker(query, { table, ttlMs: 3_000, renewEveryMs: 100 });
     try {
       await (await leases.acquire(uniqueKey())).release(); // creates the table
@@ -402,7 +406,7 @@ describe("leases at scale", () => {
       await Promise.all(held.map((lease) => lease.release()));
     } finally {
       await leases.close();
-      await pool.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`);
+      await pool.query(dropLeaseTable(table));
     }
   });
 
@@ -425,7 +429,7 @@ describe("leases at scale", () => {
 
   it("clean-up keeps up: 5,000 expired rows are gone a moment after the next grant", async () => {
     const pool = makePool({ max: 3 });
-    const table = `pglock_clean_${uniqueName("t").replace(/-/g, "_")}`;
+    const table = leaseTableName("pglock_clean");
     const leases = createLeaseLocker(pool, { table });
     try {
       await (await leases.acquire(uniqueKey())).release(); // creates the table
@@ -442,7 +446,7 @@ describe("leases at scale", () => {
       await fresh.close();
     } finally {
       await leases.close();
-      await pool.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`);
+      await pool.query(dropLeaseTable(table));
     }
   });
 });
@@ -450,7 +454,7 @@ describe("leases at scale", () => {
 describe("lease tokens stay in grant order", () => {
   it("clean-up keeps a row for the longest TTL any Locker uses on the table, not its own", async () => {
     const pool = makePool({ max: 3 });
-    const table = `pglock_ttls_${uniqueName("t").replace(/-/g, "_")}`;
+    const table = leaseTableName("pglock_ttls");
     const long = createLeaseLocker(pool, { table, ttlMs: 20_000 });
     const short = createLeaseLocker(pool, { table, ttlMs: 200, renewEveryMs: 50, expiryMarginMs: 40 });
     try {
@@ -466,13 +470,13 @@ describe("lease tokens stay in grant order", () => {
       await cleaner.close();
     } finally {
       await Promise.all([long.close(), short.close()]);
-      await pool.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`);
+      await pool.query(dropLeaseTable(table));
     }
   });
 
   it("a dropped token sequence is not recreated below the tokens given: a DatabaseError says how to recreate it", async () => {
     const pool = makePool({ max: 3 });
-    const table = `pglock_seq_${uniqueName("t").replace(/-/g, "_")}`;
+    const table = leaseTableName("pglock_seq");
     const leases = createLeaseLocker(pool, { table });
     try {
       const key = uniqueKey();
@@ -485,7 +489,7 @@ describe("lease tokens stay in grant order", () => {
       expect(rows[0].found).toBeNull();
     } finally {
       await leases.close();
-      await pool.query(`DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_token`);
+      await pool.query(dropLeaseTable(table));
     }
   });
 });
