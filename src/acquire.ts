@@ -10,10 +10,9 @@ import {
   LockTableFullError,
   LockTimeoutError,
 } from "./errors.js";
-import type { LockKey } from "./key.js";
+import type { LockKey, LockMode } from "./key.js";
 import { sqlState } from "./session/driver.js";
 import type { Session } from "./session/session.js";
-import type { LockMode } from "./sql.js";
 import * as sql from "./sql.js";
 
 export interface AcquireOptions {

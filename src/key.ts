@@ -6,6 +6,9 @@ const INT64_MAX = 2n ** 63n - 1n;
 const INT32_MIN = -(2 ** 31);
 const INT32_MAX = 2 ** 31 - 1;
 
+/** How a lock is held: `shared` holders coexist; an `exclusive` holder excludes everyone. */
+export type LockMode = "exclusive" | "shared";
+
 /** What a lock key may be written as; see {@link lockKey}. */
 export type LockKeyInput = bigint | number | string | readonly [number, number] | LockKey;
 

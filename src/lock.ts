@@ -7,13 +7,13 @@ import type { LockDatabase } from "./database.js";
 import { DEFAULT_DEADLOCK_TIMEOUT_MS, DeadlockWatch } from "./deadlock.js";
 import { ClosedError, ConnectionError, InvalidArgumentError, LockNotHeldError, sessionEndedError } from "./errors.js";
 import { applicationNameOf, newOwner } from "./identity.js";
+import type { LockMode } from "./key.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "./key.js";
 import { LIVENESS_OPTIONS, type LivenessOptions, liveness } from "./liveness.js";
 import type { Driver } from "./session/driver.js";
 import { driverFor } from "./session/drivers.js";
 import { Session } from "./session/session.js";
 import { linkSignals, sharedController, untilAborted } from "./signals.js";
-import type { LockMode } from "./sql.js";
 import { checkMs, checkSignal, checkString, optionsObject } from "./validate.js";
 import { readLocksOn } from "./waits.js";
 

@@ -16,7 +16,6 @@ import {
   type TracerProvider,
   trace,
 } from "@opentelemetry/api";
-import type { LockKey } from "./key.js";
 import {
   type AcquiredEvent,
   type AcquireEndEvent,
@@ -24,7 +23,8 @@ import {
   channels,
   type LostEvent,
   type ReleasedEvent,
-} from "./locker/events.js";
+} from "./contract/events.js";
+import type { LockKey } from "./key.js";
 
 export interface InstrumentPglockOptions {
   /** Where the metrics go (default: the global MeterProvider). */

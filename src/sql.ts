@@ -3,7 +3,7 @@
  * parameterized and schema-qualified, so a user's search_path cannot shadow a function.
  * https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADVISORY-LOCKS
  */
-import type { LockKey } from "./key.js";
+import type { LockKey, LockMode } from "./key.js";
 
 export interface Statement {
   readonly text: string;
@@ -39,8 +39,6 @@ function onOwnBackend(expr: string, values: unknown[], name = "ok", from = ""): 
     guarded: true,
   };
 }
-
-export type LockMode = "exclusive" | "shared";
 
 /** `$1::int8`, or `$1::int4, $2::int4` for a pair, starting at parameter `first`. */
 function keyArgs(key: LockKey, first = 1): { args: string; values: unknown[] } {
@@ -403,3 +401,20 @@ export function batch(ops: readonly BatchOp[]): Statement {
 }
 
 let batchText: string | undefined;
+
+/**
+ * The server's timeline as an int8: the first 8 hex digits of the current WAL file's name. Fails on a
+ * standby (no current WAL position), where no token may be drawn anyway.
+ * https://www.postgresql.org/docs/current/continuous-archiving.html#BACKUP-TIMELINES
+ */
+export const TIMELINE_SQL =
+  "('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int8";
+
+/**
+ * A FROM item that makes the statement's own commit durable whatever the session's
+ * synchronous_commit (many deployments set it off): a token or a lease that a crash could forget
+ * would be drawn again, lower (issue #26). is_local lasts until the end of the statement's implicit
+ * transaction, which is when the commit reads it; on default settings this costs nothing more.
+ * https://www.postgresql.org/docs/current/wal-async-commit.html
+ */
+export const DURABLE_COMMIT = "(SELECT pg_catalog.set_config('synchronous_commit', 'on', true)) AS durable";

@@ -4,10 +4,17 @@
 // share in test/pgbouncer/.
 
 import pg from "pg";
-import { createLocker, createMemoryLocker, type MemoryLocker, MemoryLockServer, type PoolDatabase } from "pglock";
+import {
+  type AnyLocker,
+  createLocker,
+  createMemoryLocker,
+  type MemoryLocker,
+  MemoryLockServer,
+  type PoolDatabase,
+} from "pglock";
 import postgres from "postgres";
 import { describe } from "vitest";
-import { type AnyLocker, contractCases, type Implementation, leaseLockers } from "./support/contract.js";
+import { contractCases, type Implementation, leaseLockers } from "./support/contract.js";
 import { databaseUrl, makeBunSql, makePool, makeSql, uniqueName } from "./support/db.js";
 import { queryFunction } from "./support/leases.js";
 import { runtime } from "./support/run.js";

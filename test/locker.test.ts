@@ -1,7 +1,5 @@
-import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import {
   ClosedError,
-  channels,
   createLocker,
   InvalidArgumentError,
   type Locker,
@@ -143,36 +141,6 @@ describe("Locker: semantics", () => {
     await pool.query(`DROP TABLE ${table}`);
     expect(rows[0].n).toBe(100);
     expect(maxInside).toBe(1);
-  });
-
-  it("publishes acquire start and end, acquired, released and lost events on diagnostics channels", async () => {
-    const events: [string, unknown][] = [];
-    const listeners = Object.values(channels).map((name) => {
-      const listener = (message: unknown) => events.push([name, message]);
-      subscribe(name, listener);
-      return [name, listener] as const;
-    });
-    try {
-      const locker = makeLocker();
-      const key = uniqueKey();
-      const handle = await locker.acquire(key);
-      await handle.release();
-      expect(await locker.tryAcquire(key, { signal: AbortSignal.abort() }).catch((e) => e.name)).toBe("AbortError");
-      const mine = events.filter(([, m]) => (m as { key: { id: bigint } }).key.id === key);
-      expect(mine.map(([name]) => name)).toEqual([
-        "pglock:acquire:start",
-        "pglock:acquired",
-        "pglock:acquire:end",
-        "pglock:released",
-      ]);
-      expect((mine[1] as [string, { waitMs: number }])[1].waitMs).toBeGreaterThanOrEqual(0);
-      // One object per call: the start event, completed with the outcome when the call ends.
-      expect(mine[2]?.[1]).toBe(mine[0]?.[1]);
-      expect(mine[2]?.[1]).toMatchObject({ shared: false, wait: true, outcome: "granted" });
-      // A call refused before it began (an aborted signal) publishes nothing.
-    } finally {
-      for (const [name, listener] of listeners) unsubscribe(name, listener);
-    }
   });
 
   it("rejects bad arguments with typed errors naming the option", async () => {

@@ -1,10 +1,9 @@
 /** `pglock demo`: workers, a leader election and a semaphore at work, in a few seconds of output. */
-import { createLocker, type Locker } from "../locker/locker.js";
+import { createLocker, type Locker } from "../advisory/locker.js";
+import { sleep } from "../signals.js";
 import { parseFlags, UsageError } from "./args.js";
 import { makePool } from "./connect.js";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "./throwaway-postgres.js";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function demo(args: string[], io: { out(line: string): void }): Promise<number> {
   const { values, positionals } = parseFlags(args, { database: { type: "string" } });

@@ -1,6 +1,8 @@
 /** `pglock ls`: the advisory locks on the server, as a table, as JSON, or as a live view (`--watch`). */
+
+import { type AdvisoryLockInfo, inspectLocks } from "../advisory/inspect.js";
 import { ownerLabel } from "../identity.js";
-import { type AdvisoryLockInfo, inspectLocks } from "../patterns/inspect.js";
+import { sleep } from "../signals.js";
 import { waitChains } from "../waits.js";
 import { keyFormat, parseDuration, parseFlags, parseKey, UsageError } from "./args.js";
 import { describeFailure, makePool } from "./connect.js";
@@ -73,25 +75,14 @@ async function watch(read: () => Promise<AdvisoryLockInfo[]>, intervalMs: number
       // a file, frames follow one another, without escape codes (issue #26).
       const clear = process.stdout.isTTY ? "\x1b[H\x1b[2J" : "\n";
       io.out(`${clear}${new Date().toISOString()}  pglock ls --watch  (Ctrl-C to quit)\n\n${body}`);
-      await sleep(intervalMs, stop.signal);
+      // Ctrl-C ends the pause early: the loop then sees the stop and returns.
+      await sleep(intervalMs, stop.signal).catch(() => {});
     }
     return 0;
   } finally {
     process.removeListener("SIGINT", onSignal);
     process.removeListener("SIGTERM", onSignal);
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 function toJson(lock: AdvisoryLockInfo) {

@@ -1,8 +1,8 @@
 /** `pglock run`: a distributed flock. Holds the lock while a command runs; exits with its exit code. */
 import { spawn } from "node:child_process";
 import { constants } from "node:os";
+import { createLocker } from "../advisory/locker.js";
 import { LockTimeoutError } from "../errors.js";
-import { createLocker } from "../locker/locker.js";
 import { settleWithin } from "../pending.js";
 import { keyFormat, parseDuration, parseExitCode, parseFlags, parseKey, UsageError } from "./args.js";
 import { describeFailure, makePool } from "./connect.js";

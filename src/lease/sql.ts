@@ -19,14 +19,14 @@
  * the newest committed version of it, so a grant is atomic in one statement, under READ COMMITTED,
  * with no lock held across statements. https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
  */
-import { DURABLE_COMMIT, TIMELINE_SQL } from "../locker/fencing.js";
+import { DURABLE_COMMIT, TIMELINE_SQL } from "../sql.js";
 import { checkTableName } from "../validate.js";
 
 /**
  * A token is (timeline << 48) + a value of the table's sequence. The sequence increases on every
  * grant, so tokens increase per key (and across keys). After a failover the promoted standby is on
  * a higher timeline, so its tokens exceed every token of the old primary, even those whose commits
- * never reached it, exactly as the session Locker's tokens do (locker/fencing.ts). 2^48 grants per
+ * never reached it, exactly as the session Locker's tokens do (advisory/fencing.ts). 2^48 grants per
  * timeline; timelines up to 2^15 - 1. The timeline is the first 8 hex digits of the WAL file name.
  * https://www.postgresql.org/docs/current/continuous-archiving.html#BACKUP-TIMELINES
  */

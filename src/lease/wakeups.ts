@@ -4,8 +4,8 @@
  * must work where no session can LISTEN. Keyed by table, so Lockers on other tables are not woken.
  */
 import { EventEmitter } from "node:events";
+import type { Wakeups } from "../contract/backend.js";
 import type { LockKey } from "../key.js";
-import type { Wakeups } from "../patterns/semaphore.js";
 
 const sleepers = new Map<string, Set<() => void>>();
 const topics = new EventEmitter().setMaxListeners(0);

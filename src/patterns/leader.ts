@@ -4,17 +4,16 @@
  * lock at once.
  */
 import { EventEmitter } from "node:events";
+import type { LockHandle } from "../contract/handle.js";
 import { ConnectionError, InvalidArgumentError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
-import type { LockHandle } from "../locker/handle.js";
+import { linkSignals, sleep } from "../signals.js";
+import { checkSignal, optionsObject } from "../validate.js";
 
 /** What an election needs from a Locker: a wait for one key. */
 export interface ElectionLocker {
   acquire(key: LockKey, options?: { signal?: AbortSignal }): Promise<LockHandle>;
 }
-
-import { linkSignals } from "../signals.js";
-import { checkSignal, optionsObject } from "../validate.js";
 
 export interface LeaderElectionEvents {
   /** This process became the leader. */
@@ -32,8 +31,13 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
   #leader = false;
   #running = false;
 
-  /** @internal use `locker.leaderElection(name)` */
-  constructor(locker: ElectionLocker, name: LockKeyInput) {
+  /** @internal a Locker's `leaderElection(name)` */
+  static create(locker: ElectionLocker, name: LockKeyInput): LeaderElection {
+    return new LeaderElection(locker, name);
+  }
+
+  /** Use a Locker's `leaderElection(name)`. */
+  private constructor(locker: ElectionLocker, name: LockKeyInput) {
     super();
     this.#locker = locker;
     this.key = lockKey(name);
@@ -70,7 +74,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
           // A broken connection, or a wait the server ended (a caller-owned session's lock_timeout):
           // keep campaigning, or nobody would lead once the leader steps down (issue #18).
           if (error instanceof ConnectionError || error instanceof LockTimeoutError) {
-            await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+            await sleep(RETRY_MS);
             continue;
           }
           throw error;

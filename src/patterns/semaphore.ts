@@ -3,22 +3,17 @@
  * semaphore named N is the key `hashKey("pglock:semaphore:" + N + ":" + i)`, i from 0 to
  * permits - 1; this derivation is stable, so processes in any language can share a semaphore.
  */
+
+import type { Wakeups } from "../contract/backend.js";
+import type { LockHandle } from "../contract/handle.js";
 import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, lockKey } from "../key.js";
-import type { LockHandle } from "../locker/handle.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
 import { checkInteger, checkMs, checkSignal, optionsObject } from "../validate.js";
 
 /** What a semaphore needs from a Locker: try-locks on its slot keys. */
 export interface SlotLocker {
   tryAcquire(key: LockKey, options?: { signal?: AbortSignal }): Promise<LockHandle | null>;
-}
-
-/** Wake-ups between waiters and releasers, across processes (LISTEN/NOTIFY) or in memory. */
-export interface Wakeups {
-  /** Calls `wake` on every notify of `topic`; resolves once listening, with the function that stops it. */
-  subscribe(topic: string, wake: () => void): Promise<() => void>;
-  notify(topic: string): Promise<void>;
 }
 
 /** A held semaphore slot. */
@@ -44,8 +39,13 @@ export class Semaphore {
   readonly #slots: LockKey[];
   readonly #topic: string;
 
-  /** @internal use `locker.semaphore(name, permits)` */
-  constructor(locker: SlotLocker, wakeups: Wakeups, name: string, permits: number) {
+  /** @internal a Locker's `semaphore(name, permits)` */
+  static create(locker: SlotLocker, wakeups: Wakeups, name: string, permits: number): Semaphore {
+    return new Semaphore(locker, wakeups, name, permits);
+  }
+
+  /** Use a Locker's `semaphore(name, permits)`. */
+  private constructor(locker: SlotLocker, wakeups: Wakeups, name: string, permits: number) {
     if (typeof name !== "string" || name.length === 0) {
       throw new InvalidArgumentError(`semaphore: name must be a non-empty string, got ${describe(name)}`);
     }

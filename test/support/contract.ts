@@ -2,25 +2,24 @@
 // each driver, the lease Locker on each driver (directly and through PgBouncer in transaction pooling)
 // and the in-memory test double, so that none of them can drift from what the others do.
 
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import type pg from "pg";
 import {
   AlreadyHeldError,
+  type AnyLocker,
   ClosedError,
+  channels,
   createLeaseLocker,
-  type createLocker,
   InvalidArgumentError,
   InvalidLockKeyError,
   LockLostError,
   LockTimeoutError,
-  type MemoryLocker,
   type PoolDatabase,
   type QueryFunction,
 } from "pglock";
 import { afterEach, expect, it } from "vitest";
 import { eventually, sleep, uniqueKey, uniqueName } from "./db.js";
 import { expireLeases } from "./leases.js";
-
-export type AnyLocker = ReturnType<typeof createLocker> | ReturnType<typeof createLeaseLocker> | MemoryLocker;
 
 export interface Implementation {
   /** Lockers that contend with each other, as separate processes would. */
@@ -167,13 +166,54 @@ export function contractCases(implementation: () => Implementation): void {
     const key = uniqueKey();
     const held = await b.acquire(key);
     const mine = await a.acquire(uniqueKey());
+    let settled = false;
     const pending = a.acquire(key).catch((error: unknown) => error); // handled at once: it rejects during close()
+    void pending.then(() => {
+      settled = true;
+    });
     await eventually(() => a.stats().waiting === 1);
     await a.close();
+    // close() waits for the calls in flight (issue #24: the memory double's did not).
+    await Promise.resolve();
+    expect(settled).toBe(true);
     expect(await pending).toBeInstanceOf(ClosedError);
     expect(mine.signal.reason).toBeInstanceOf(LockLostError);
     await expect(a.acquire(1)).rejects.toBeInstanceOf(ClosedError);
     await held.release();
+  });
+
+  it("publishes acquire start and end, acquired, released and lost events for its handles", async () => {
+    const { make, lose } = setup();
+    const events: [string, { key: { identity: string }; handle?: object; outcome?: string }][] = [];
+    const listeners = Object.values(channels).map((name) => {
+      const listener = (message: unknown) => events.push([name, message as (typeof events)[number][1]]);
+      subscribe(name, listener);
+      return [name, listener] as const;
+    });
+    try {
+      const locker = make();
+      const [key, other] = [uniqueKey(), uniqueKey()];
+      const handle = await locker.acquire(key);
+      await handle.release();
+      const kept = await locker.acquire(other);
+      await lose(locker);
+      await eventually(() => kept.signal.aborted);
+      const named = (k: bigint) => events.filter(([, message]) => message.key.identity === String(k));
+      expect(named(key).map(([name]) => name)).toEqual([
+        "pglock:acquire:start",
+        "pglock:acquired",
+        "pglock:acquire:end",
+        "pglock:released",
+      ]);
+      expect(named(key)[1]?.[1].handle).toBe(handle);
+      // One object per call: the start event, completed with the outcome when the call ends.
+      expect(named(key)[2]?.[1]).toBe(named(key)[0]?.[1]);
+      expect(named(key)[2]?.[1]).toMatchObject({ outcome: "granted" });
+      expect(named(other).map(([name]) => name)).toContain("pglock:lost");
+      expect(named(other).find(([name]) => name === "pglock:lost")?.[1].handle).toBe(kept);
+    } finally {
+      for (const [name, listener] of listeners) unsubscribe(name, listener);
+    }
   });
 
   it("fencing tokens strictly increase per key; acquireAll is all or nothing", async () => {

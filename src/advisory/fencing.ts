@@ -15,6 +15,7 @@ import { DatabaseError, PglockError, ReadOnlyServerError } from "../errors.js";
 import type { LockKey } from "../key.js";
 import { sqlState } from "../session/driver.js";
 import type { Session } from "../session/session.js";
+import { DURABLE_COMMIT, TIMELINE_SQL } from "../sql.js";
 import { checkTableName } from "../validate.js";
 
 /** The SQL that creates the fencing table, for those who create it by migration. */
@@ -25,23 +26,6 @@ export function fencingTableSql(table = "pglock_fencing"): string {
 
 /** A token is (timeline << 40) + n: 2^40 grants per key per timeline, timelines up to 2^23 - 1. */
 export const TIMELINE_SHIFT = 40;
-
-/**
- * The server's timeline as an int8: the first 8 hex digits of the current WAL file's name. Fails on a
- * standby (no current WAL position), where no token may be drawn anyway.
- * https://www.postgresql.org/docs/current/continuous-archiving.html#BACKUP-TIMELINES
- */
-export const TIMELINE_SQL =
-  "('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int8";
-
-/**
- * A FROM item that makes the statement's own commit durable whatever the session's
- * synchronous_commit (many deployments set it off): a token or a lease that a crash could forget
- * would be drawn again, lower (issue #26). is_local lasts until the end of the statement's implicit
- * transaction, which is when the commit reads it; on default settings this costs nothing more.
- * https://www.postgresql.org/docs/current/wal-async-commit.html
- */
-export const DURABLE_COMMIT = "(SELECT pg_catalog.set_config('synchronous_commit', 'on', true)) AS durable";
 
 /** A failed token statement as a pglock error: the session's own loss stays what it is. */
 function fencingError(error: unknown, key: LockKey): Error {

@@ -3,15 +3,16 @@
  * A NOTIFY is a hint, never a guarantee (a holder that dies sends none), so waiters also poll,
  * slowly. https://www.postgresql.org/docs/current/sql-notify.html
  */
+
+import type { Wakeups } from "../contract/backend.js";
 import type { Session } from "../session/session.js";
 import type { Statement } from "../sql.js";
-import type { Wakeups } from "./semaphore.js";
 
 export const NOTIFY_CHANNEL = "pglock_wakeup";
 
 /**
- * What the notifier needs from a Locker: a session of its own to LISTEN on, and a way to run a NOTIFY.
- * Structural, so that patterns/ does not import locker/ (which imports patterns/ for its factories).
+ * What the notifier needs from a Locker's backend: a session of its own to LISTEN on, and a way to
+ * run a NOTIFY.
  */
 export interface NotifyHost {
   openDedicatedSession(): Promise<Session>;

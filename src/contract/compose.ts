@@ -1,40 +1,14 @@
 /**
- * What every Locker builds from acquire/tryAcquire: scoped locks, run-once, all-or-nothing sets.
- * Shared by the PostgreSQL Locker and the in-memory test double, so the two cannot drift apart.
+ * What every Locker does the same way, whatever its backend: the checks on an acquire's arguments,
+ * running a callback as a task that holds a lock, and all-or-nothing sets of locks.
  */
 import { ClosedError, InvalidArgumentError, LockTimeoutError } from "../errors.js";
-import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
+import { describe, type LockKey, type LockKeyInput, type LockMode, lockKey } from "../key.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
-import type { LockMode } from "../sql.js";
-import { type HeldLock, heldLocksOf, holdingOf, reenter, registerHeld, runHolding } from "../task.js";
 import { checkBoolean, checkMs, checkSignal, optionsObject } from "../validate.js";
-import { traceAcquire } from "./events.js";
 import type { LockHandle } from "./handle.js";
-
-export interface AcquireAllOptions {
-  shared?: boolean;
-  timeout?: number;
-  signal?: AbortSignal;
-  /** As acquire's: locks the calling task holds while it waits for these. */
-  holding?: readonly (LockHandle | LockGroup)[];
-}
-
-/** What the calling task says about itself; every Locker's acquire and tryAcquire take these. */
-export interface TaskOptions {
-  /**
-   * Locks the calling task holds while it waits for this one (handles or groups), for code that
-   * holds handles rather than calling withLock: `acquire(k2, { holding: [h1] })`. Inside a
-   * `withLock` or `tryWithLock` callback, the locks of the enclosing calls are known already; an
-   * explicit list replaces them (`holding: []` says the task holds nothing, for work the callback
-   * starts and does not wait for). The deadlock check reports a cycle only through such waits.
-   */
-  holding?: readonly (LockHandle | LockGroup)[];
-  /**
-   * When the task already holds this key on this Locker: take one more level of it (released with
-   * the outermost level) instead of failing with `AlreadyHeldError`. Defaults to the Locker's option.
-   */
-  reentrant?: boolean;
-}
+import type { AcquireAllOptions, TaskOptions } from "./options.js";
+import { type HeldLock, heldLocksOf, holdingOf, reenter, registerHeld, runHolding } from "./task.js";
 
 export interface AcquireArguments {
   key: LockKey;
@@ -78,59 +52,6 @@ export function parseAcquire(
   const mode = shared ? "shared" : "exclusive";
   const level = reenter(holding, locker.owner, normalized, mode, reentrant, where);
   return { key: normalized, mode, signal, timeout, fencing, holding, level };
-}
-
-/**
- * acquire()'s frame for the PostgreSQL Lockers (session and lease): the span, the timeout, and the
- * caller's and the Locker's signals around `request`, which waits unless `wait` is false.
- */
-export async function timedAcquire<H>(
-  args: AcquireArguments,
-  closing: AbortSignal,
-  request: (signal: AbortSignal, wait: boolean) => Promise<H | undefined>,
-): Promise<H> {
-  const handle = await traceAcquire(
-    () => ({ key: args.key, shared: args.mode === "shared", wait: true }),
-    async () => {
-      const timeout = args.timeout;
-      // timeout 0 means: only if it is free now, exactly as tryAcquire. A 0 ms timer would fire
-      // before the first round trip came back, and refuse a free key (issue #26).
-      const timer =
-        timeout === undefined || timeout === 0
-          ? undefined
-          : timeoutSignal(timeout, () => new LockTimeoutError(args.key.toString(), timeout));
-      const linked = linkSignals(args.signal, timer?.signal, closing);
-      try {
-        const granted = await request(linked.signal, timeout !== 0);
-        if (granted === undefined) throw new LockTimeoutError(args.key.toString(), 0);
-        return granted;
-      } finally {
-        linked.dispose();
-        timer?.dispose();
-      }
-    },
-  );
-  return handle as H;
-}
-
-/** tryAcquire()'s frame for the PostgreSQL Lockers: the span, and the caller's and the Locker's signals. */
-export async function tracedTryAcquire<H>(
-  args: AcquireArguments,
-  closing: AbortSignal,
-  request: (signal: AbortSignal) => Promise<H | undefined>,
-): Promise<H | null> {
-  const handle = await traceAcquire(
-    () => ({ key: args.key, shared: args.mode === "shared", wait: false }),
-    async () => {
-      const linked = linkSignals(args.signal, closing);
-      try {
-        return await request(linked.signal);
-      } finally {
-        linked.dispose();
-      }
-    },
-  );
-  return handle ?? null;
 }
 
 export function checkFn(fn: unknown, where: string): void {
@@ -181,30 +102,6 @@ export async function acquireAll(
   }
 }
 
-/** `withLock` for any Locker: takes the lock, runs `fn` holding it, releases in every path. */
-export async function withLock<T, O>(
-  locker: { acquire(key: LockKeyInput, options: O): Promise<LockHandle> },
-  key: LockKeyInput,
-  fn: (signal: AbortSignal) => Promise<T> | T,
-  options: O,
-): Promise<T> {
-  checkFn(fn, "withLock");
-  return runHeld(await locker.acquire(key, options), fn);
-}
-
-/** `tryWithLock` for any Locker: runs `fn` only if the lock is free now. */
-export async function tryWithLock<T, O>(
-  locker: { tryAcquire(key: LockKeyInput, options: O): Promise<LockHandle | null> },
-  key: LockKeyInput,
-  fn: (signal: AbortSignal) => Promise<T> | T,
-  options: O,
-): Promise<{ acquired: false } | { acquired: true; value: T }> {
-  checkFn(fn, "tryWithLock");
-  const handle = await locker.tryAcquire(key, options);
-  if (!handle) return { acquired: false };
-  return { acquired: true, value: await runHeld(handle, fn) };
-}
-
 /**
  * Runs `fn` holding `handle`, as a task that holds it (task.ts), releases in every path, and reports
  * a loss that happened before `fn` settled.
@@ -235,7 +132,7 @@ function compareKeys(a: LockKey, b: LockKey): number {
   return a.id === b.id ? 0 : (a.id as bigint) < (b.id as bigint) ? -1 : 1;
 }
 
-/** Several locks taken together by {@link Locker.acquireAll}; released together. */
+/** Several locks taken together by a Locker's `acquireAll`; released together. */
 export class LockGroup implements AsyncDisposable {
   readonly handles: readonly LockHandle[];
   readonly #lost = new AbortController();

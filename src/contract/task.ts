@@ -9,10 +9,9 @@
  * Nothing is ever inferred from the Locker or the process. https://nodejs.org/api/async_context.html
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { AlreadyHeldError, InvalidArgumentError } from "./errors.js";
-import { describe, type LockKey } from "./key.js";
-import type { LockHandle } from "./locker/handle.js";
-import type { LockMode } from "./sql.js";
+import { AlreadyHeldError, InvalidArgumentError } from "../errors.js";
+import { describe, type LockKey, type LockMode } from "../key.js";
+import type { LockHandle } from "./handle.js";
 
 /** A lock a task holds, as the deadlock check and the re-entrancy rule see it. */
 export interface HeldLock {

@@ -5,6 +5,7 @@
  */
 import { lockError } from "../acquire.js";
 import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
+import type { LockMode } from "../key.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
 import { isBunSql } from "../session/bun-sql.js";
 import { sqlState } from "../session/driver.js";
@@ -12,7 +13,6 @@ import { isPgPool, pgDriver } from "../session/pg.js";
 import { isPostgresJs } from "../session/postgres-js.js";
 import { Session } from "../session/session.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
-import type { LockMode } from "../sql.js";
 import * as sql from "../sql.js";
 import { checkBoolean, checkMs, checkSignal, optionsObject } from "../validate.js";
 

@@ -1,0 +1,107 @@
+/**
+ * The one implementation of a handle's life cycle that the three backends share: release once, loss
+ * once, the `released` and `lost` events, and what the task context (task.ts) needs to know of it.
+ */
+import type { LockLostError } from "../errors.js";
+import type { LockKey } from "../key.js";
+import { publishLost, publishReleased } from "./events.js";
+import type { LockHandle } from "./handle.js";
+import { registerHeld } from "./task.js";
+
+/**
+ * The handle's life cycle, once for every backend. A backend supplies how a release reaches the
+ * server (`freeOnServer`), what a loss frees locally (`onLost`), and, for session locks, the server
+ * session that holds the lock (`backendPid`, for the deadlock check).
+ */
+export abstract class Handle implements LockHandle {
+  readonly key: LockKey;
+  readonly shared: boolean;
+  fencingToken: bigint | undefined;
+  /** performance.now() at the grant. */
+  readonly grantedAt = performance.now();
+  /** Created on first use: most handles are released without anyone reading their signal. */
+  #lost: AbortController | undefined;
+  #released: Promise<void> | undefined;
+  #ended: (() => void) | undefined;
+
+  constructor(owner: object, key: LockKey, shared: boolean) {
+    this.key = key;
+    this.shared = shared;
+    registerHeld(this, {
+      owner,
+      key,
+      shared,
+      handle: this,
+      isHeld: () => this.held,
+      backendPid: () => (this.held ? this.backendPid() : undefined),
+    });
+  }
+
+  get signal(): AbortSignal {
+    this.#lost ??= new AbortController();
+    return this.#lost.signal;
+  }
+
+  /** Neither released nor lost. */
+  get held(): boolean {
+    return this.#released === undefined && !this.#lost?.signal.aborted;
+  }
+
+  release(): Promise<void> {
+    if (this.#released === undefined) {
+      const lost = this.signal.aborted;
+      this.#released = lost ? Promise.resolve() : this.#freeOnRelease();
+    }
+    return this.#released;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+
+  /** Calls `ended` once, when the handle is released or lost (the Locker's count of held handles). */
+  onEnded(ended: () => void): void {
+    this.#ended = ended;
+  }
+
+  /** The lock is gone (its session ended, its lease expired, the Locker closed): tell the holder. */
+  lose(error: LockLostError): void {
+    if (this.#lost?.signal.aborted) return;
+    const released = this.#released !== undefined;
+    this.#released ??= Promise.resolve();
+    this.#lost ??= new AbortController();
+    this.#lost.abort(error);
+    if (released) return;
+    this.#end();
+    publishLost(() => ({ handle: this, key: this.key, shared: this.shared, error }));
+    this.onLost(error);
+  }
+
+  /** Frees the lock on the server (a handle that was released, not lost). */
+  protected abstract freeOnServer(): Promise<void>;
+
+  /** What a loss leaves to the backend (nothing by default: the server freed the lock already). */
+  protected onLost(_error: LockLostError): void {}
+
+  /** The server session that holds the lock, for the deadlock check; undefined when not a session lock. */
+  protected backendPid(): number | undefined {
+    return undefined;
+  }
+
+  #freeOnRelease(): Promise<void> {
+    this.#end();
+    publishReleased(() => ({
+      handle: this,
+      key: this.key,
+      shared: this.shared,
+      heldMs: performance.now() - this.grantedAt,
+    }));
+    return this.freeOnServer();
+  }
+
+  #end() {
+    const ended = this.#ended;
+    this.#ended = undefined;
+    ended?.();
+  }
+}

@@ -1,0 +1,307 @@
+/**
+ * The lease backend: each lock is a lease in a table, with a TTL on the server's clock, and each
+ * statement is one short transaction on whatever connection the driver gives (lease/sql.ts). See
+ * lease/locker.ts for what the holder is told, and when.
+ */
+import type { LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
+import { ConnectionError, DatabaseError, LockNotHeldError } from "../errors.js";
+import type { LockKey, LockMode } from "../key.js";
+import { PendingCalls, settleWithin } from "../pending.js";
+import { sqlState } from "../session/driver.js";
+import { Lease, type LeaseOwner, type LeaseSettings } from "./lease.js";
+import type { LeaseQuery } from "./query.js";
+import { CLEAN_UP_BATCH, LEASE_TIMELINE_SHIFT, type LeaseStatements, leaseStatements } from "./sql.js";
+import { localWakeups, pause, wake } from "./wakeups.js";
+
+/** Most leases one renewal statement carries, and most renewal statements out at once. */
+const RENEW_BATCH = 1_000;
+const RENEWALS_OUT = 2;
+
+/** A waiting acquire's first pause; pauses double from there up to maxPollMs, with jitter. */
+const FIRST_POLL_MS = 5;
+/** Expired rows are deleted by a Locker at most this often, after one of its grants. */
+const CLEAN_UP_EVERY_MS = 10_000;
+/** At most this many batches per clean-up (CLEAN_UP_BATCH rows each): the rest waits for the next. */
+const CLEAN_UP_MAX_BATCHES = 100;
+
+export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
+  readonly #settings: LeaseSettings;
+  readonly #query: LeaseQuery;
+  readonly #sql: LeaseStatements;
+  readonly #table: string;
+  readonly #holderPrefix: string;
+  /** Statements that outlive the call that sent them (take-backs, clean-ups): close() waits for them. */
+  readonly #pending = new PendingCalls();
+  #holders = 0;
+  #waiting = 0;
+  /** Renewals waiting to be sent, and batches out (renewOnServer). */
+  readonly #renewals: { handle: Lease; resolve(renewed: boolean): void; reject(error: unknown): void }[] = [];
+  #renewalsOut = 0;
+  #created: Promise<void> | undefined;
+  #lastCleanUp = Number.NEGATIVE_INFINITY;
+  #announced: Promise<void> | undefined;
+  readonly wakeups: Wakeups;
+
+  constructor(query: LeaseQuery, settings: LeaseSettings) {
+    this.#query = query;
+    this.#settings = settings;
+    this.#table = settings.table;
+    this.#holderPrefix = settings.holderPrefix;
+    this.#sql = leaseStatements(settings.table);
+    this.wakeups = localWakeups(settings.table);
+  }
+
+  get settings(): LeaseSettings {
+    return this.#settings;
+  }
+
+  request({ key, mode }: LockRequest, wait: boolean, signal: AbortSignal): Promise<Lease | undefined> {
+    return this.#request(key, mode, wait, signal);
+  }
+
+  /** A lease has its token from the statement that granted it. */
+  async fence(): Promise<void> {}
+
+  stats(): { sessions: number; waiting: number } {
+    return { sessions: 0, waiting: this.#waiting };
+  }
+
+  /**
+   * Each lost handle took its entry back (lost() → #forget, tracked): wait for those statements, and
+   * for grants given up on that may still commit, and the clean-ups they then need (#bounded).
+   */
+  async close(): Promise<void> {
+    await this.#pending.drained();
+  }
+
+  /** Tries, and while `wait`, tries again after pauses that double up to maxPollMs (or a local release). */
+  async #request(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<Lease | undefined> {
+    const holder = `${this.#holderPrefix}-${++this.#holders}`;
+    this.#waiting++;
+    try {
+      for (let delay = FIRST_POLL_MS; ; delay = Math.min(delay * 2, this.#settings.maxPollMs)) {
+        signal.throwIfAborted();
+        const sentAt = performance.now();
+        let token: bigint | undefined;
+        try {
+          token = await this.#grant(key, holder, mode, signal);
+        } catch (error) {
+          // The grant may have committed and its answer been lost, or come after the caller gave up
+          // (a timeout, an abort, close()): take the entry back (best effort), or it would block others
+          // for a whole TTL. Never handed out.
+          this.#forget(key, holder);
+          throw error;
+        }
+        // An answer that came after the holder's deadline proves nothing any more: not a grant.
+        if (token !== undefined && performance.now() >= sentAt + this.#settings.ttlMs - this.#settings.expiryMarginMs) {
+          this.#forget(key, holder);
+          token = undefined;
+        }
+        if (token !== undefined) {
+          const handle = new Lease(this, key, holder, mode === "shared", token, sentAt);
+          this.#cleanUpNowAndThen();
+          return handle;
+        }
+        if (!wait) return undefined;
+        // Full jitter in [delay/2, delay): waiters that started together do not poll together.
+        await pause(this.#table, key, delay / 2 + (Math.random() * delay) / 2, signal);
+      }
+    } finally {
+      this.#waiting--;
+    }
+  }
+
+  async #grant(key: LockKey, holder: string, mode: LockMode, signal: AbortSignal): Promise<bigint | undefined> {
+    // Before the first grant, the table learns this Locker's TTL: clean-up keeps rows that long.
+    this.#announced ??= this.#run(this.#sql.announceTtl, [this.#settings.ttlMs]).then(
+      () => {},
+      (error: unknown) => {
+        this.#announced = undefined;
+        throw error;
+      },
+    );
+    await this.#announced;
+    // A grant given up on may still commit after the caller's clean-up ran: clean up again once it
+    // has settled, or its entry would block others for a whole TTL.
+    const rows = await this.#run(
+      this.#sql.acquire,
+      [key.identity, holder, mode === "shared", this.#settings.ttlMs],
+      signal,
+      () => this.#forget(key, holder),
+    );
+    const token = rows[0]?.token;
+    return token === undefined ? undefined : BigInt(token as string);
+  }
+
+  /** Renews `handle`'s lease: true when renewed, false when the server no longer has it alive. */
+  renewOnServer(handle: Lease): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.#renewals.push({ handle, resolve, reject });
+      // The renewals due in this turn of the event loop, and those due while a batch is out, travel
+      // together: one statement renews up to RENEW_BATCH leases (issue #26).
+      if (this.#renewals.length === 1) setImmediate(() => this.#sendRenewals());
+    });
+  }
+
+  #sendRenewals() {
+    while (this.#renewals.length > 0 && this.#renewalsOut < RENEWALS_OUT) {
+      const batch = this.#renewals.splice(0, RENEW_BATCH);
+      this.#renewalsOut++;
+      const keys = batch.map(({ handle }) => handle.key.identity);
+      const holders = batch.map(({ handle }) => handle.holder);
+      this.#run(this.#sql.renew, [keys, holders, this.#settings.ttlMs])
+        .then(
+          (rows) => {
+            const renewed = new Set(rows.map((row) => String(row.renewed)));
+            for (const { handle, resolve } of batch) resolve(renewed.has(`${handle.key.identity} ${handle.holder}`));
+          },
+          (error: unknown) => {
+            for (const { reject } of batch) reject(error);
+          },
+        )
+        .finally(() => {
+          this.#renewalsOut--;
+          this.#sendRenewals();
+        });
+    }
+  }
+
+  /** Takes a released lease off the table. */
+  async free(handle: Lease): Promise<void> {
+    if (!(await this.#releaseOnServer(handle))) {
+      throw new LockNotHeldError(
+        handle.key.toString(),
+        "the lease table has no lease of this holder: it expired and was taken or cleaned up, or a failover lost it",
+      );
+    }
+  }
+
+  /** A lease that was lost: its entry is taken back if it is still there. */
+  lost(handle: Lease) {
+    this.#forget(handle.key, handle.holder);
+  }
+
+  async #releaseOnServer(handle: Lease): Promise<boolean> {
+    try {
+      const rows = await this.#run(this.#sql.release, [handle.key.identity, handle.holder]);
+      return Number(rows[0]?.released) > 0;
+    } finally {
+      wake(this.#table, handle.key);
+    }
+  }
+
+  #forget(key: LockKey, holder: string) {
+    this.#pending.track(this.#run(this.#sql.release, [key.identity, holder])).then(
+      () => wake(this.#table, key),
+      () => {},
+    );
+  }
+
+  /** Deletes rows whose holders all expired, at most once a minute per Locker, never waiting for it. */
+  #cleanUpNowAndThen() {
+    const now = performance.now();
+    if (now - this.#lastCleanUp < CLEAN_UP_EVERY_MS) return;
+    this.#lastCleanUp = now;
+    // A full batch means more is waiting: delete on until a batch comes back short, so the table
+    // keeps up with any grant rate (issue #26: 100 rows a minute let 5,000 expired rows pile up).
+    this.#pending
+      .track(
+        (async () => {
+          for (let batches = 0; batches < CLEAN_UP_MAX_BATCHES; batches++) {
+            const rows = await this.#run(this.#sql.cleanUp, [this.#settings.ttlMs]);
+            if (Number(rows[0]?.deleted ?? 0) < CLEAN_UP_BATCH) return;
+          }
+        })(),
+      )
+      .catch(() => {});
+  }
+
+  /** Runs a statement; the first time the table is missing, creates it (and its sequence) and runs it again. */
+  async #run(text: string, params: unknown[], signal?: AbortSignal, afterAbandoned?: () => void) {
+    try {
+      return await this.#bounded(text, params, signal, afterAbandoned);
+    } catch (error) {
+      if (sqlState((error as Error).cause) !== "42P01") throw error;
+      // The table is there but its token sequence is gone (an operator dropped it): a new sequence
+      // would start again at 1, below tokens already given. Refuse rather than go back (issue #26).
+      if (String(((error as Error).cause as Error | undefined)?.message).includes(`${this.#table}_token"`)) {
+        throw new DatabaseError(
+          `the lease table's token sequence ${this.#table}_token is missing: pglock will not recreate it, since new ` +
+            `tokens would start below those already given; recreate it above them: CREATE SEQUENCE ${this.#table}_token; ` +
+            `SELECT setval('${this.#table}_token', (SELECT max(token) & ((1::int8 << ${LEASE_TIMELINE_SHIFT}) - 1) FROM ${this.#table}))`,
+          { cause: (error as Error).cause },
+        );
+      }
+      await this.#create();
+      return await this.#bounded(text, params, signal, afterAbandoned);
+    }
+  }
+
+  /**
+   * A statement is given up on (its outcome unknown) when `signal` aborts, or after the time a lease
+   * can be trusted for (ttlMs - expiryMarginMs): a later answer could prove nothing. A connection the
+   * network dropped without a word (a black hole) would otherwise hang the call for minutes. The timer
+   * also keeps the process alive while a statement is out: a driver may not (postgres.js, seen in the
+   * chaos suite: the process exited mid-acquire with an unsettled await). `afterAbandoned` runs when a
+   * statement given up on settles after all.
+   */
+  #bounded(
+    text: string,
+    params: unknown[],
+    signal?: AbortSignal,
+    afterAbandoned?: () => void,
+  ): Promise<readonly Record<string, unknown>[]> {
+    const limitMs = this.#settings.ttlMs - this.#settings.expiryMarginMs;
+    const running = this.#query(text, params);
+    return new Promise((resolve, reject) => {
+      const settle = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const abandon = (reason: unknown) => {
+        settle();
+        reject(reason);
+        // close() waits for the clean-up (bounded): the statement given up on can still commit, and
+        // once the caller has ended its pool, no clean-up could take the entry back (issue #26: the
+        // key then stayed taken by nobody for a whole TTL).
+        if (afterAbandoned) this.#pending.track(settleWithin(limitMs, running.then(afterAbandoned, afterAbandoned)));
+      };
+      const onAbort = () => abandon(signal?.reason);
+      const timer = setTimeout(
+        () =>
+          abandon(new ConnectionError(`a lease statement got no answer within ${limitMs} ms (ttlMs - expiryMarginMs)`)),
+        limitMs,
+      );
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      running.then(
+        (rows) => {
+          settle();
+          resolve(rows);
+        },
+        (error: unknown) => {
+          settle();
+          reject(error);
+        },
+      );
+    });
+  }
+
+  #create(): Promise<void> {
+    this.#created ??= (async () => {
+      for (const statement of this.#sql.create) {
+        try {
+          await this.#query(statement, []);
+        } catch (error) {
+          // Created by another process at the same moment: it exists, which is what was wanted.
+          const state = sqlState((error as Error).cause);
+          if (state !== "23505" && state !== "42P07") throw error;
+        }
+      }
+    })().catch((error: unknown) => {
+      this.#created = undefined;
+      throw error;
+    });
+    return this.#created;
+  }
+}
