@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { createLocker, hashKey, type Locker, lockKey } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiReport, REPORT } from "../tools/api-report.js";
 import { databaseUrl, makePool, uniqueName } from "./support/db.js";
 import { expectedSummary } from "./support/otel-scenario.js";
 import { run } from "./support/run.js";
@@ -54,6 +55,16 @@ const pglock = (args: string[]) =>
   run(join(project, "node_modules/.bin/pglock"), args, { DATABASE_URL: databaseUrl() });
 
 describe("the built package, from this checkout", () => {
+  it("declares exactly the API of the checked-in report (api/pglock.api.d.ts), in ESM and CommonJS alike", () => {
+    // A change to the public surface must show in a diff: run `npm run api` and review it (issue #24).
+    expect(apiReport(), "the built declarations differ from api/pglock.api.d.ts: run `npm run api`").toBe(
+      readFileSync(REPORT, "utf8"),
+    );
+    for (const entry of ["index", "opentelemetry"]) {
+      expect(readFileSync(`dist/${entry}.d.cts`, "utf8")).toBe(readFileSync(`dist/${entry}.d.mts`, "utf8"));
+    }
+  });
+
   it("its ESM and CommonJS entry points have the same named exports and types", async () => {
     const esm = await run(process.execPath, [
       "--input-type=module",
@@ -242,7 +253,7 @@ describe("the installed package", () => {
     await writeFile(
       join(project, "user.mts"),
       `import pg from "pg";
-import { createLeaseLocker, createLocker, newLock } from "pglock";
+import { type AnyLocker, createLeaseLocker, createLocker, createMemoryLocker, Locker, newLock, Semaphore } from "pglock";
 import { instrumentPglock } from "pglock/opentelemetry";
 const pool = new pg.Pool();
 const locker = createLocker(pool);
@@ -250,8 +261,16 @@ await locker.withLock("job", async (signal) => signal.aborted, { timeout: 1000 }
 await newLock(pool, 1);
 createLeaseLocker(pool);
 instrumentPglock();
+// Code written against any Locker takes each of the three.
+const nightly = (any: AnyLocker) => any.tryWithLock("nightly", () => 1);
+await nightly(locker);
+await nightly(createMemoryLocker());
 // @ts-expect-error a connection string is not a database
 createLocker("postgres://app@db.example/prod");
+// @ts-expect-error a Locker is made by createLocker, not by its constructor
+new Locker(pool);
+// @ts-expect-error a Semaphore is made by a Locker
+new Semaphore(locker, "uploads", 3);
 `,
     );
     const tsc = join(process.cwd(), "node_modules/.bin/tsc");
