@@ -6,20 +6,26 @@
 
 /** A node-postgres `Pool` (`pg.Pool`). */
 export interface PgPoolLike {
+  /** Checks out a client (the Locker takes its sessions this way). */
   connect(): Promise<unknown>;
+  /** Read with `options.max` to leave the application a connection. */
   readonly totalCount: number;
 }
 
 /** A connected node-postgres `Client` (`pg.Client`, or a client checked out of a pool). */
 export interface PgClientLike {
+  /** Runs a statement on this client. */
   query(...args: never[]): unknown;
+  /** For the client's `error` and `end` events: a connection that ends is a lost lock. */
   on(...args: never[]): unknown;
 }
 
 /** A postgres.js `sql`, or Bun's `SQL`: a tagged-template function with `unsafe` and `begin`. */
 export interface SqlTagLike {
   (...args: never[]): unknown;
+  /** Runs a statement with parameters. */
   unsafe(...args: never[]): unknown;
+  /** Reserves a connection (pglock holds session locks in one it keeps). */
   begin(...args: never[]): unknown;
 }
 

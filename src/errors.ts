@@ -27,6 +27,7 @@ interface ErrorOptions {
 
 /** Base class of every pglock error. `err instanceof PglockError` is true for all of them. */
 export class PglockError extends Error {
+  /** Stable across versions: branch on it rather than on the class or the message. */
   readonly code: PglockErrorCode;
   constructor(code: PglockErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
@@ -43,6 +44,7 @@ export class PglockError extends Error {
 
 /** A bad argument or option, detected before anything touches the database. */
 export class InvalidArgumentError extends TypeError {
+  /** `ERR_PGLOCK_INVALID_ARGUMENT`, or `ERR_PGLOCK_INVALID_KEY` for a key. */
   readonly code: PglockErrorCode;
   constructor(message: string, code: PglockErrorCode = "ERR_PGLOCK_INVALID_ARGUMENT") {
     super(message);
@@ -136,6 +138,7 @@ export class DeadlockError extends PglockError {
  * reaches the database; `reentrant: true` makes such a call one more level of the held lock instead.
  */
 export class AlreadyHeldError extends PglockError {
+  /** The key the task holds already. */
   readonly key: string;
   constructor(key: string, message: string) {
     super("ERR_PGLOCK_ALREADY_HELD", message);

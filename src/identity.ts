@@ -15,6 +15,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 
+/** What opened a pglock session: a Locker, or a seed Lock (`newLock`). */
 export type OwnerKind = "locker" | "lock";
 
 /** Who a pglock session belongs to, as read back from its application_name. */

@@ -34,7 +34,7 @@ export interface WaitOptions extends CallOptions {
   holding?: readonly Lock[] | undefined;
 }
 
-/** With `keepaliveMs`, `probeTimeoutMs` and `serverKeepaliveMs`, as a Locker's (see liveness.ts). */
+/** Options of `newLock`: with `keepaliveMs`, `probeTimeoutMs` and `serverKeepaliveMs`, as a Locker's. */
 export interface NewLockOptions extends CallOptions, LivenessOptions {
   /**
    * How long a wait (waitAndLock, waitAndRLock) with `holding` lasts before the Lock looks for a

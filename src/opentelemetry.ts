@@ -26,6 +26,7 @@ import {
 } from "./contract/events.js";
 import type { LockKey } from "./key.js";
 
+/** Options of `instrumentPglock`. */
 export interface InstrumentPglockOptions {
   /** Where the metrics go (default: the global MeterProvider). */
   meterProvider?: MeterProvider;

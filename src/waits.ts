@@ -18,17 +18,23 @@ import type { Driver } from "./session/driver.js";
 import { Session } from "./session/session.js";
 import * as sql from "./sql.js";
 
+/** One advisory lock on the server, held or awaited, as `inspectLocks` and `pglock ls` read it from `pg_locks`. */
 export interface AdvisoryLockInfo {
   /** The key, decoded: an int64 key (with its `name` when this process hashed that name), or a pair. */
   key: LockKey;
+  /** How it is held or wanted. */
   mode: "exclusive" | "shared";
+  /** Held (true), or waited for (false). */
   granted: boolean;
   /** The server session's backend pid. */
   pid: number;
+  /** The role of the session. */
   user: string | null;
+  /** The session's application_name. */
   applicationName: string | null;
   /** Whose session it is (host, process id, Locker or Lock), when pglock opened it; null otherwise. */
   owner: SessionOwner | null;
+  /** The client's address; null for a Unix socket. */
   clientAddress: string | null;
   /** When the wait began (PostgreSQL 14+); null for granted locks and on older servers. */
   waitingSince: Date | null;

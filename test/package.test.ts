@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { createLocker, hashKey, type Locker, lockKey } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { apiReport, REPORT } from "../tools/api-report.js";
+import { apiReport, examplesModule, REPORT, undocumented } from "../tools/api-report.js";
 import { databaseUrl, makePool, uniqueName } from "./support/db.js";
 import { expectedSummary } from "./support/otel-scenario.js";
 import { run } from "./support/run.js";
@@ -63,6 +63,10 @@ describe("the built package, from this checkout", () => {
     for (const entry of ["index", "opentelemetry"]) {
       expect(readFileSync(`dist/${entry}.d.cts`, "utf8")).toBe(readFileSync(`dist/${entry}.d.mts`, "utf8"));
     }
+  });
+
+  it("documents every export and every member of an exported class or interface", () => {
+    expect(undocumented()).toEqual([]);
   });
 
   it("its ESM and CommonJS entry points have the same named exports and types", async () => {
@@ -247,7 +251,7 @@ describe("the installed package", () => {
           noEmit: true,
           types: ["node"],
         },
-        files: ["user.mts"],
+        files: ["user.mts", "examples.mts"],
       }),
     );
     await writeFile(
@@ -273,6 +277,8 @@ new Locker(pool);
 new Semaphore(locker, "uploads", 3);
 `,
     );
+    // Every @example of the shipped declarations, as a user would paste it (issue #24).
+    await writeFile(join(project, "examples.mts"), examplesModule(join(project, "node_modules/pglock")));
     const tsc = join(process.cwd(), "node_modules/.bin/tsc");
     for (const types of ["@types/pg", "@types/node@20"]) {
       const install = await npmInstall(["--no-save", "@types/pg", ...(types === "@types/pg" ? [] : [types])]);

@@ -36,3 +36,80 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   writeFileSync(REPORT, apiReport());
   console.log(`wrote ${REPORT}`);
 }
+
+/**
+ * The exports of the built declarations that have no doc comment: a declaration without one, or a
+ * member of an exported class or interface without one (issue #24: every export has TSDoc).
+ */
+export function undocumented(dir = "."): string[] {
+  const missing: string[] = [];
+  for (const path of Object.values(ENTRIES)) {
+    const text = readFileSync(`${dir}/${path}`, "utf8");
+    const file = ts.createSourceFile(path, text, ts.ScriptTarget.ES2022, true);
+    const exported = new Set<string>();
+    for (const statement of file.statements) {
+      if (ts.isExportDeclaration(statement) && statement.exportClause && ts.isNamedExports(statement.exportClause)) {
+        for (const element of statement.exportClause.elements) exported.add(element.name.text);
+      }
+    }
+    const documented = (node: ts.Node) =>
+      (ts.getLeadingCommentRanges(text, node.getFullStart()) ?? []).some((range) =>
+        text.slice(range.pos, range.end).startsWith("/**"),
+      );
+    for (const statement of file.statements) {
+      const named = ts.isVariableStatement(statement) ? statement.declarationList.declarations[0] : statement;
+      const name = (named as { name?: ts.Identifier }).name?.text;
+      if (name === undefined || !exported.has(name)) continue;
+      if (!documented(statement)) missing.push(name);
+      if (ts.isClassDeclaration(statement) || ts.isInterfaceDeclaration(statement)) {
+        for (const member of statement.members as ts.NodeArray<ts.ClassElement | ts.TypeElement>) {
+          const memberName = member.name?.getText(file);
+          if (memberName === undefined || memberName.startsWith("#") || memberName.startsWith("[")) continue;
+          if (ts.isConstructorDeclaration(member)) continue;
+          if (!documented(member)) missing.push(`${name}.${memberName}`);
+        }
+      }
+    }
+  }
+  return missing;
+}
+
+/**
+ * A module that type-checks every `@example` of the built declarations against the installed
+ * package: each example becomes the body of a function, after declarations of the few things the
+ * examples assume (a pool, a client, the user's own functions).
+ */
+export function examplesModule(dir = "."): string {
+  const examples: string[] = [];
+  const names: string[] = [];
+  for (const [entry, path] of Object.entries(ENTRIES)) {
+    const text = readFileSync(`${dir}/${path}`, "utf8");
+    for (const match of text.matchAll(/@example\n((?:\s*\*(?! @)(?!\/).*\n)+)/g)) {
+      examples.push((match[1] as string).replace(/^\s*\* ?/gm, ""));
+    }
+    const exports = /export \{([^}]*)\}/.exec(text)?.[1] ?? "";
+    const values = exports
+      .split(",")
+      .map((name) => name.trim())
+      .filter((name) => name !== "" && !name.startsWith("type "));
+    names.push(`import { ${values.join(", ")} } from "${entry}";`);
+  }
+  return [
+    'import type { MeterProvider, TracerProvider } from "@opentelemetry/api";',
+    'import type pg from "pg";',
+    'import type { AnyLocker } from "pglock";',
+    ...names,
+    "declare const pool: pg.Pool;",
+    "declare const client: pg.PoolClient;",
+    "declare const locker: Locker;",
+    "declare const shutdown: AbortSignal;",
+    "declare const meterProvider: MeterProvider;",
+    "declare const tracerProvider: TracerProvider;",
+    "declare function buildReport(options: { signal: AbortSignal }): Promise<void>;",
+    "declare function cleanUp(): Promise<void>;",
+    "declare function tick(signal: AbortSignal): Promise<void>;",
+    "export type { AnyLocker };",
+    ...examples.map((body, n) => `export async function example${n}() {\n${body}}`),
+    "",
+  ].join("\n");
+}

@@ -9,6 +9,7 @@ import { type AdvisoryLockInfo, readLocksOn } from "../waits.js";
 
 export type { AdvisoryLockInfo } from "../waits.js";
 
+/** Options of `inspectLocks`. */
 export interface InspectOptions {
   /** Only this key. */
   key?: LockKeyInput;

@@ -15,6 +15,7 @@ import { sharedController } from "../signals.js";
 import { checkBoolean, checkInteger, checkMs, checkString, checkTableName, optionsObject } from "../validate.js";
 import { AdvisoryBackend } from "./backend.js";
 
+/** Options of `createLocker`. */
 export interface LockerOptions extends LivenessOptions {
   /**
    * Most connections the Locker takes from the pool at once (default 4). From a pg.Pool, at most the
@@ -23,7 +24,8 @@ export interface LockerOptions extends LivenessOptions {
   maxSessions?: number;
   /**
    * The name that begins the application_name of the Locker's sessions (default `pglock`). pglock
-   * adds who it is: `<name> <host>:<process id> locker-<n>`, at most 63 bytes (see identity.ts).
+   * adds who it is: `<name> <host>:<process id>@<nonce> locker-<n>`, at most 63 bytes, which
+   * `pglock ls` and `inspectLocks` read back.
    */
   applicationName?: string;
   /**

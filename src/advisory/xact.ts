@@ -16,7 +16,12 @@ import { linkSignals, timeoutSignal } from "../signals.js";
 import * as sql from "../sql.js";
 import { checkBoolean, checkMs, checkSignal, optionsObject } from "../validate.js";
 
+/** Options of `withXactLock`. */
 export interface XactLockOptions {
+  /**
+   * Take the lock shared.
+   * @defaultValue false
+   */
   shared?: boolean;
   /** Give up after this many ms with `LockTimeoutError`; the caller's transaction goes on. */
   timeout?: number;
@@ -35,11 +40,12 @@ const SAVEPOINT = "pglock_xact_lock";
  * With `pg`, the wait runs in a savepoint: a timeout or abort cancels it and rolls back to the
  * savepoint, which also undoes a grant that won the race, so the caller's transaction is neither
  * aborted nor left holding the lock. With postgres.js, the wait runs in `sql.savepoint()` with the
- * server's lock_timeout (an abort signal is refused: see {@link inPostgresJsTransaction}).
+ * server's lock_timeout, so a `timeout` works there and an abort `signal` is refused: postgres.js cannot
+ * cancel one statement of a transaction without failing the transaction.
  *
  * @example
  * await client.query("BEGIN");
- * await withXactLock(client, ["invoice", 42], async () => { await client.query("UPDATE …"); }, { timeout: 1000 });
+ * await withXactLock(client, "invoice:42", async () => { await client.query("UPDATE …"); }, { timeout: 1000 });
  * await client.query("COMMIT"); // releases the lock
  */
 export async function withXactLock<T>(

@@ -134,6 +134,7 @@ function compareKeys(a: LockKey, b: LockKey): number {
 
 /** Several locks taken together by a Locker's `acquireAll`; released together. */
 export class LockGroup implements AsyncDisposable {
+  /** The handles, in the order they were taken. */
   readonly handles: readonly LockHandle[];
   readonly #lost = new AbortController();
   #released: Promise<void> | undefined;
@@ -145,6 +146,7 @@ export class LockGroup implements AsyncDisposable {
     linked.signal.addEventListener("abort", () => this.#lost.abort(linked.signal.reason), { once: true });
   }
 
+  /** The keys, in the order they were taken. */
   get keys(): LockKey[] {
     return this.handles.map((handle) => handle.key);
   }

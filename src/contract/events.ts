@@ -11,27 +11,39 @@ export interface HandleEvent {
   handle: object;
 }
 
+/** A lock was granted and handed to the caller (`pglock:acquired`). */
 export interface AcquiredEvent extends HandleEvent {
+  /** The key of the lock. */
   key: LockKey;
+  /** Whether it is (or was asked for) shared. */
   shared: boolean;
   /** Milliseconds from the acquire call to the grant. */
   waitMs: number;
 }
+/** A handle was released (`pglock:released`). */
 export interface ReleasedEvent extends HandleEvent {
+  /** The key of the lock. */
   key: LockKey;
+  /** Whether it is (or was asked for) shared. */
   shared: boolean;
   /** Milliseconds the lock was held. */
   heldMs: number;
 }
+/** A held lock was lost (`pglock:lost`): its session ended, its lease expired, or its Locker closed. */
 export interface LostEvent extends HandleEvent {
+  /** The key of the lock. */
   key: LockKey;
+  /** Whether it is (or was asked for) shared. */
   shared: boolean;
+  /** The `LockLostError` the handle's signal aborted with. */
   error: Error;
 }
 
 /** An acquire call begins (Locker.acquire or tryAcquire, after its arguments were checked). */
 export interface AcquireStartEvent {
+  /** The key of the lock. */
   key: LockKey;
+  /** Whether it is (or was asked for) shared. */
   shared: boolean;
   /** false for tryAcquire. */
   wait: boolean;
@@ -42,6 +54,7 @@ export type AcquireOutcome = "granted" | "busy" | "timeout" | "aborted" | "deadl
 
 /** The same object as the call's AcquireStartEvent, completed when the call settles. */
 export interface AcquireEndEvent extends AcquireStartEvent {
+  /** How the call ended. */
   outcome: AcquireOutcome;
   /** Milliseconds from the call to its end. */
   durationMs: number;

@@ -6,7 +6,7 @@ import type { LockKey } from "../key.js";
 
 /** A held lease: a {@link LockHandle} whose fencing token is always there. */
 export interface LeaseHandle extends LockHandle {
-  /** Strictly increasing per key across every grant, drawn in the granting statement (lease/sql.ts). */
+  /** Strictly increasing per key across every grant, drawn by the statement that granted the lease. */
   readonly fencingToken: bigint;
 }
 

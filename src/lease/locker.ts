@@ -22,6 +22,7 @@ import type { LeaseHandle } from "./lease.js";
 import { leaseQueryFor, type QueryFunction } from "./query.js";
 import { checkLeaseTable } from "./sql.js";
 
+/** Options of `createLeaseLocker`. */
 export interface LeaseLockerOptions {
   /** How long a lease lasts on the server without renewal, in ms (default 30000, at least 100). */
   ttlMs?: number;

@@ -69,9 +69,20 @@ export interface AnyLocker<H extends LockHandle = LockHandle> extends AsyncDispo
    * @throws InvalidArgumentError when a key appears twice.
    */
   acquireAll(keys: readonly LockKeyInput[], options?: AcquireAllOptions): Promise<LockGroup>;
-  /** A semaphore of `permits` slots named `name`, shared by every Locker of the same kind that uses the name. */
+  /**
+   * A semaphore of `permits` slots named `name`, shared by every Locker of the same kind that uses the name.
+   * @example
+   * const uploads = locker.semaphore("uploads", 3);
+   * await using slot = await uploads.acquire({ timeout: 10_000 });
+   */
   semaphore(name: string, permits: number): Semaphore;
-  /** A leader election on `name`: the holder of the lock leads. */
+  /**
+   * A leader election on `name`: the holder of the lock leads.
+   * @example
+   * const election = locker.leaderElection("billing-scheduler");
+   * election.on("elected", () => console.log("leading"));
+   * await election.run(async (signal) => { while (!signal.aborted) await tick(signal); }, { signal: shutdown });
+   */
   leaderElection(name: LockKeyInput): LeaderElection;
   /** What the Locker holds and waits for now. */
   stats(): LockerStats;

@@ -56,6 +56,7 @@ export class MemoryLockServer {
   }
 }
 
+/** Options of `createMemoryLocker`. */
 export interface MemoryLockerOptions {
   /**
    * Share one between Lockers that should contend with each other.
@@ -77,7 +78,7 @@ export interface MemoryLockerOptions {
  * const a = createMemoryLocker({ server });
  * const b = createMemoryLocker({ server });
  * await using held = await a.acquire("job");
- * expect(await b.tryAcquire("job")).toBeNull();
+ * console.log(await b.tryAcquire("job")); // null: a holds it
  */
 export function createMemoryLocker(options: MemoryLockerOptions = {}): MemoryLocker {
   optionsObject(options, "createMemoryLocker", ["server", "reentrant"]);

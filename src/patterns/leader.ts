@@ -15,6 +15,7 @@ export interface ElectionLocker {
   acquire(key: LockKey, options?: { signal?: AbortSignal }): Promise<LockHandle>;
 }
 
+/** The events of a {@link LeaderElection}. */
 export interface LeaderElectionEvents {
   /** This process became the leader. */
   elected: [];
@@ -25,7 +26,12 @@ export interface LeaderElectionEvents {
 /** Retry delay after a campaign failed (the database restarting, say). */
 const RETRY_MS = 500;
 
+/**
+ * Leader election: the holder of one lock leads. Make one with a Locker's `leaderElection(name)`;
+ * `run(duties)` leads when elected and campaigns again after a loss.
+ */
 export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
+  /** The key whose holder leads. */
   readonly key: LockKey;
   readonly #locker: ElectionLocker;
   #leader = false;

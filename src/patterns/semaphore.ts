@@ -22,17 +22,25 @@ export interface SemaphoreHandle extends LockHandle {
   readonly slot: number;
 }
 
+/** Options of a semaphore's `acquire`. */
 export interface SemaphoreAcquireOptions {
   /** Give up after this many ms with `LockTimeoutError`. */
   timeout?: number;
+  /** Aborting it gives up with `signal.reason`. */
   signal?: AbortSignal;
 }
 
 /** Waiters poll this often even without a wake-up: a holder that dies sends no NOTIFY. */
 const FALLBACK_POLL_MS = 500;
 
+/**
+ * A counting semaphore across processes: at most `permits` holders. Make one with a Locker's
+ * `semaphore(name, permits)`; every Locker of the same kind that uses the name shares it.
+ */
 export class Semaphore {
+  /** The name every process uses for this semaphore. */
   readonly name: string;
+  /** How many may hold it at once. */
   readonly permits: number;
   readonly #locker: SlotLocker;
   readonly #wakeups: Wakeups;
