@@ -6,430 +6,404 @@
 import { EventEmitter } from "node:events";
 
 interface AcquireAllOptions {
-  shared?: boolean;
-  timeout?: number;
-  signal?: AbortSignal;
-  holding?: readonly (LockHandle | LockGroupLike)[];
+    shared?: boolean;
+    timeout?: number;
+    signal?: AbortSignal;
+    holding?: readonly (LockHandle | LockGroupLike)[];
 }
 
 interface AcquireEndEvent extends AcquireStartEvent {
-  outcome: AcquireOutcome;
-  durationMs: number;
-  error?: unknown;
+    outcome: AcquireOutcome;
+    durationMs: number;
+    error?: unknown;
 }
 
 interface AcquireOptions extends TaskOptions {
-  shared?: boolean;
-  fencing?: boolean;
-  timeout?: number;
-  signal?: AbortSignal;
+    shared?: boolean;
+    fencing?: boolean;
+    timeout?: number;
+    signal?: AbortSignal;
 }
 
 type AcquireOutcome = "granted" | "busy" | "timeout" | "aborted" | "deadlock" | "closed" | "error";
 
 interface AcquireStartEvent {
-  key: LockKey;
-  shared: boolean;
-  wait: boolean;
+    key: LockKey;
+    shared: boolean;
+    wait: boolean;
 }
 
 interface AcquiredEvent extends HandleEvent {
-  key: LockKey;
-  shared: boolean;
-  waitMs: number;
+    key: LockKey;
+    shared: boolean;
+    waitMs: number;
 }
 
 interface AdvisoryLockInfo {
-  key: LockKey;
-  mode: "exclusive" | "shared";
-  granted: boolean;
-  pid: number;
-  user: string | null;
-  applicationName: string | null;
-  owner: SessionOwner | null;
-  clientAddress: string | null;
-  waitingSince: Date | null;
-  waitingMs: number | null;
-  waitingFor: number[];
-  waiterHolds: {
-    pid: number;
     key: LockKey;
-  }[];
+    mode: "exclusive" | "shared";
+    granted: boolean;
+    pid: number;
+    user: string | null;
+    applicationName: string | null;
+    owner: SessionOwner | null;
+    clientAddress: string | null;
+    waitingSince: Date | null;
+    waitingMs: number | null;
+    waitingFor: number[];
+    waiterHolds: {
+        pid: number;
+        key: LockKey;
+    }[];
 }
 
 declare class AlreadyHeldError extends PglockError {
-  readonly key: string;
-  constructor(key: string, message: string);
+    readonly key: string;
+    constructor(key: string, message: string);
 }
 
 interface AnyLocker<H extends LockHandle = LockHandle> extends AsyncDisposable {
-  acquire(key: LockKeyInput, options?: AcquireOptions): Promise<H>;
-  tryAcquire(key: LockKeyInput, options?: TryAcquireOptions): Promise<H | null>;
-  withLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: AcquireOptions): Promise<T>;
-  tryWithLock<T>(
-    key: LockKeyInput,
-    fn: (signal: AbortSignal) => Promise<T> | T,
-    options?: TryAcquireOptions,
-  ): Promise<
-    | {
+    acquire(key: LockKeyInput, options?: AcquireOptions): Promise<H>;
+    tryAcquire(key: LockKeyInput, options?: TryAcquireOptions): Promise<H | null>;
+    withLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: AcquireOptions): Promise<T>;
+    tryWithLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: TryAcquireOptions): Promise<{
         acquired: false;
-      }
-    | {
+    } | {
         acquired: true;
         value: T;
-      }
-  >;
-  acquireAll(keys: readonly LockKeyInput[], options?: AcquireAllOptions): Promise<LockGroup>;
-  semaphore(name: string, permits: number): Semaphore;
-  leaderElection(name: LockKeyInput): LeaderElection;
-  stats(): LockerStats;
-  close(): Promise<void>;
+    }>;
+    acquireAll(keys: readonly LockKeyInput[], options?: AcquireAllOptions): Promise<LockGroup>;
+    semaphore(name: string, permits: number): Semaphore;
+    leaderElection(name: LockKeyInput): LeaderElection;
+    stats(): LockerStats;
+    close(): Promise<void>;
 }
 
 interface CallOptions {
-  signal?: AbortSignal | undefined;
+    signal?: AbortSignal | undefined;
 }
 
 declare class ClosedError extends PglockError {
-  constructor(what: string);
+    constructor(what: string);
 }
 
 declare class ConnectionError extends PglockError {
-  constructor(message: string, options?: ErrorOptions);
+    constructor(message: string, options?: ErrorOptions);
 }
 
 declare class DatabaseError extends PglockError {
-  constructor(message: string, options?: ErrorOptions);
+    constructor(message: string, options?: ErrorOptions);
 }
 
 declare class DeadlockError extends PglockError {
-  readonly cycle: string | undefined;
-  constructor(
-    key: string,
-    options?: ErrorOptions & {
-      cycle?: string;
-    },
-  );
+    readonly cycle: string | undefined;
+    constructor(key: string, options?: ErrorOptions & {
+        cycle?: string;
+    });
 }
 
 interface ErrorOptions {
-  cause?: unknown;
+    cause?: unknown;
 }
 
 interface HandleEvent {
-  handle: object;
+    handle: object;
 }
 
 interface InspectOptions {
-  key?: LockKeyInput;
+    key?: LockKeyInput;
 }
 
 declare class InvalidArgumentError extends TypeError {
-  readonly code: PglockErrorCode;
-  constructor(message: string, code?: PglockErrorCode);
+    readonly code: PglockErrorCode;
+    constructor(message: string, code?: PglockErrorCode);
 }
 
 declare class InvalidLockKeyError extends InvalidArgumentError {
-  constructor(message: string);
+    constructor(message: string);
 }
 
 declare class LeaderElection extends EventEmitter<LeaderElectionEvents> {
-  #private;
-  readonly key: LockKey;
-  private constructor();
-  get isLeader(): boolean;
-  run(
-    duties: (signal: AbortSignal) => Promise<void> | void,
-    options?: {
-      signal?: AbortSignal;
-    },
-  ): Promise<void>;
+    #private;
+    readonly key: LockKey;
+    private constructor();
+    get isLeader(): boolean;
+    run(duties: (signal: AbortSignal) => Promise<void> | void, options?: {
+        signal?: AbortSignal;
+    }): Promise<void>;
 }
 
 interface LeaderElectionEvents {
-  elected: [];
-  demoted: [reason: unknown];
+    elected: [
+    ];
+    demoted: [
+        reason: unknown
+    ];
 }
 
 interface LeaseHandle extends LockHandle {
-  readonly fencingToken: bigint;
+    readonly fencingToken: bigint;
 }
 
 declare class LeaseLocker extends LockerFacade<LeaseHandle> {
-  readonly ttlMs: number;
-  readonly renewEveryMs: number;
-  readonly expiryMarginMs: number;
-  private constructor();
+    readonly ttlMs: number;
+    readonly renewEveryMs: number;
+    readonly expiryMarginMs: number;
+    private constructor();
 }
 
 interface LeaseLockerOptions {
-  ttlMs?: number;
-  renewEveryMs?: number;
-  expiryMarginMs?: number;
-  maxPollMs?: number;
-  table?: string;
-  applicationName?: string;
-  reentrant?: boolean;
+    ttlMs?: number;
+    renewEveryMs?: number;
+    expiryMarginMs?: number;
+    maxPollMs?: number;
+    table?: string;
+    applicationName?: string;
+    reentrant?: boolean;
 }
 
 interface LivenessOptions {
-  keepaliveMs?: number;
-  probeTimeoutMs?: number;
-  serverKeepaliveMs?: number;
+    keepaliveMs?: number;
+    probeTimeoutMs?: number;
+    serverKeepaliveMs?: number;
 }
 
 declare class Lock {
-  #private;
-  readonly key: LockKey;
-  get signal(): AbortSignal;
-  lock(options?: CallOptions): Promise<boolean>;
-  rLock(options?: CallOptions): Promise<boolean>;
-  waitAndLock(options?: WaitOptions): Promise<void>;
-  waitAndRLock(options?: WaitOptions): Promise<void>;
-  unlock(options?: CallOptions): Promise<boolean>;
-  rUnlock(options?: CallOptions): Promise<boolean>;
-  close(): Promise<void>;
-  [Symbol.asyncDispose](): Promise<void>;
+    #private;
+    readonly key: LockKey;
+    get signal(): AbortSignal;
+    lock(options?: CallOptions): Promise<boolean>;
+    rLock(options?: CallOptions): Promise<boolean>;
+    waitAndLock(options?: WaitOptions): Promise<void>;
+    waitAndRLock(options?: WaitOptions): Promise<void>;
+    unlock(options?: CallOptions): Promise<boolean>;
+    rUnlock(options?: CallOptions): Promise<boolean>;
+    close(): Promise<void>;
+    [Symbol.asyncDispose](): Promise<void>;
 }
 
 type LockDatabase = PoolDatabase | PgClientLike;
 
 declare class LockGroup implements AsyncDisposable {
-  #private;
-  readonly handles: readonly LockHandle[];
-  constructor(handles: LockHandle[]);
-  get keys(): LockKey[];
-  get signal(): AbortSignal;
-  release(): Promise<void>;
-  [Symbol.asyncDispose](): Promise<void>;
+    #private;
+    readonly handles: readonly LockHandle[];
+    constructor(handles: LockHandle[]);
+    get keys(): LockKey[];
+    get signal(): AbortSignal;
+    release(): Promise<void>;
+    [Symbol.asyncDispose](): Promise<void>;
 }
 
 interface LockGroupLike {
-  readonly handles: readonly LockHandle[];
+    readonly handles: readonly LockHandle[];
 }
 
 interface LockHandle extends AsyncDisposable {
-  readonly key: LockKey;
-  readonly shared: boolean;
-  readonly signal: AbortSignal;
-  readonly fencingToken: bigint | undefined;
-  release(): Promise<void>;
+    readonly key: LockKey;
+    readonly shared: boolean;
+    readonly signal: AbortSignal;
+    readonly fencingToken: bigint | undefined;
+    release(): Promise<void>;
 }
 
 declare class LockKey {
-  readonly id: bigint | undefined;
-  readonly pair: readonly [number, number] | undefined;
-  readonly name: string | undefined;
-  readonly identity: string;
-  private constructor();
-  toString(): string;
+    readonly id: bigint | undefined;
+    readonly pair: readonly [
+        number,
+        number
+    ] | undefined;
+    readonly name: string | undefined;
+    readonly identity: string;
+    private constructor();
+    toString(): string;
 }
 
-type LockKeyInput = bigint | number | string | readonly [number, number] | LockKey;
+type LockKeyInput = bigint | number | string | readonly [
+    number,
+    number
+] | LockKey;
 
 declare class LockLostError extends PglockError {
-  constructor(message: string, options?: ErrorOptions);
+    constructor(message: string, options?: ErrorOptions);
 }
 
 declare class LockNotHeldError extends PglockError {
-  constructor(key: string, why?: string);
+    constructor(key: string, why?: string);
 }
 
 declare class LockTableFullError extends PglockError {
-  constructor(options?: ErrorOptions);
+    constructor(options?: ErrorOptions);
 }
 
 declare class LockTimeoutError extends PglockError {
-  readonly timeoutMs: number | undefined;
-  readonly key: string;
-  constructor(key: string, timeoutMs: number | undefined, options?: ErrorOptions);
+    readonly timeoutMs: number | undefined;
+    readonly key: string;
+    constructor(key: string, timeoutMs: number | undefined, options?: ErrorOptions);
 }
 
 declare class Locker extends LockerFacade<LockHandle> {
-  private constructor();
+    private constructor();
 }
 
 declare abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H> {
-  #private;
-  acquire(key: LockKeyInput, options?: AcquireOptions): Promise<H>;
-  tryAcquire(key: LockKeyInput, options?: TryAcquireOptions): Promise<H | null>;
-  withLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: AcquireOptions): Promise<T>;
-  tryWithLock<T>(
-    key: LockKeyInput,
-    fn: (signal: AbortSignal) => Promise<T> | T,
-    options?: TryAcquireOptions,
-  ): Promise<
-    | {
+    #private;
+    acquire(key: LockKeyInput, options?: AcquireOptions): Promise<H>;
+    tryAcquire(key: LockKeyInput, options?: TryAcquireOptions): Promise<H | null>;
+    withLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: AcquireOptions): Promise<T>;
+    tryWithLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: TryAcquireOptions): Promise<{
         acquired: false;
-      }
-    | {
+    } | {
         acquired: true;
         value: T;
-      }
-  >;
-  acquireAll(keys: readonly LockKeyInput[], options?: AcquireAllOptions): Promise<LockGroup>;
-  semaphore(name: string, permits: number): Semaphore;
-  leaderElection(name: LockKeyInput): LeaderElection;
-  stats(): LockerStats;
-  close(): Promise<void>;
-  [Symbol.asyncDispose](): Promise<void>;
+    }>;
+    acquireAll(keys: readonly LockKeyInput[], options?: AcquireAllOptions): Promise<LockGroup>;
+    semaphore(name: string, permits: number): Semaphore;
+    leaderElection(name: LockKeyInput): LeaderElection;
+    stats(): LockerStats;
+    close(): Promise<void>;
+    [Symbol.asyncDispose](): Promise<void>;
 }
 
 interface LockerOptions extends LivenessOptions {
-  maxSessions?: number;
-  applicationName?: string;
-  idleMs?: number;
-  fencingTable?: string;
-  deadlockTimeoutMs?: number;
-  reentrant?: boolean;
+    maxSessions?: number;
+    applicationName?: string;
+    idleMs?: number;
+    fencingTable?: string;
+    deadlockTimeoutMs?: number;
+    reentrant?: boolean;
 }
 
 interface LockerStats {
-  sessions: number;
-  held: number;
-  waiting: number;
+    sessions: number;
+    held: number;
+    waiting: number;
 }
 
 interface LostEvent extends HandleEvent {
-  key: LockKey;
-  shared: boolean;
-  error: Error;
+    key: LockKey;
+    shared: boolean;
+    error: Error;
 }
 
-declare class MemoryLockServer {}
+declare class MemoryLockServer {
+}
 
 declare class MemoryLocker extends LockerFacade<LockHandle> {
-  readonly server: MemoryLockServer;
-  private constructor();
-  simulateLoss(key?: LockKeyInput): number;
+    readonly server: MemoryLockServer;
+    private constructor();
+    simulateLoss(key?: LockKeyInput): number;
 }
 
 interface MemoryLockerOptions {
-  server?: MemoryLockServer;
-  reentrant?: boolean;
+    server?: MemoryLockServer;
+    reentrant?: boolean;
 }
 
 interface NewLockOptions extends CallOptions, LivenessOptions {
-  deadlockTimeoutMs?: number | undefined;
-  applicationName?: string | undefined;
+    deadlockTimeoutMs?: number | undefined;
+    applicationName?: string | undefined;
 }
 
 type OwnerKind = "locker" | "lock";
 
 interface PgClientLike {
-  query(...args: never[]): unknown;
-  on(...args: never[]): unknown;
+    query(...args: never[]): unknown;
+    on(...args: never[]): unknown;
 }
 
 interface PgPoolLike {
-  connect(): Promise<unknown>;
-  readonly totalCount: number;
+    connect(): Promise<unknown>;
+    readonly totalCount: number;
 }
 
 declare class PglockError extends Error {
-  readonly code: PglockErrorCode;
-  constructor(code: PglockErrorCode, message: string, options?: ErrorOptions);
-  static [Symbol.hasInstance](value: unknown): boolean;
+    readonly code: PglockErrorCode;
+    constructor(code: PglockErrorCode, message: string, options?: ErrorOptions);
+    static [Symbol.hasInstance](value: unknown): boolean;
 }
 
-type PglockErrorCode =
-  | "ERR_PGLOCK_INVALID_ARGUMENT"
-  | "ERR_PGLOCK_INVALID_KEY"
-  | "ERR_PGLOCK_CLOSED"
-  | "ERR_PGLOCK_CONNECTION"
-  | "ERR_PGLOCK_TIMEOUT"
-  | "ERR_PGLOCK_LOST"
-  | "ERR_PGLOCK_DEADLOCK"
-  | "ERR_PGLOCK_ALREADY_HELD"
-  | "ERR_PGLOCK_LOCK_TABLE_FULL"
-  | "ERR_PGLOCK_READ_ONLY_SERVER"
-  | "ERR_PGLOCK_NOT_HELD"
-  | "ERR_PGLOCK_DATABASE";
+type PglockErrorCode = "ERR_PGLOCK_INVALID_ARGUMENT" | "ERR_PGLOCK_INVALID_KEY" | "ERR_PGLOCK_CLOSED" | "ERR_PGLOCK_CONNECTION" | "ERR_PGLOCK_TIMEOUT" | "ERR_PGLOCK_LOST" | "ERR_PGLOCK_DEADLOCK" | "ERR_PGLOCK_ALREADY_HELD" | "ERR_PGLOCK_LOCK_TABLE_FULL" | "ERR_PGLOCK_READ_ONLY_SERVER" | "ERR_PGLOCK_NOT_HELD" | "ERR_PGLOCK_DATABASE";
 
 type PoolDatabase = PgPoolLike | SqlTagLike;
 
-type QueryFunction = (
-  text: string,
-  params: unknown[],
-) => PromiseLike<
-  | Rows
-  | {
-      rows: Rows;
-    }
->;
+type QueryFunction = (text: string, params: unknown[]) => PromiseLike<Rows | {
+    rows: Rows;
+}>;
 
 declare class ReadOnlyServerError extends PglockError {
-  constructor(why?: "standby" | "read-only", options?: ErrorOptions);
+    constructor(why?: "standby" | "read-only", options?: ErrorOptions);
 }
 
 interface ReleasedEvent extends HandleEvent {
-  key: LockKey;
-  shared: boolean;
-  heldMs: number;
+    key: LockKey;
+    shared: boolean;
+    heldMs: number;
 }
 
 type Rows = readonly Record<string, unknown>[];
 
 declare class Semaphore {
-  #private;
-  readonly name: string;
-  readonly permits: number;
-  private constructor();
-  static slotKey(name: string, slot: number): LockKey;
-  tryAcquire(options?: { signal?: AbortSignal }): Promise<SemaphoreHandle | null>;
-  acquire(options?: SemaphoreAcquireOptions): Promise<SemaphoreHandle>;
+    #private;
+    readonly name: string;
+    readonly permits: number;
+    private constructor();
+    static slotKey(name: string, slot: number): LockKey;
+    tryAcquire(options?: {
+        signal?: AbortSignal;
+    }): Promise<SemaphoreHandle | null>;
+    acquire(options?: SemaphoreAcquireOptions): Promise<SemaphoreHandle>;
 }
 
 interface SemaphoreAcquireOptions {
-  timeout?: number;
-  signal?: AbortSignal;
+    timeout?: number;
+    signal?: AbortSignal;
 }
 
 interface SemaphoreHandle extends LockHandle {
-  readonly slot: number;
+    readonly slot: number;
 }
 
 interface SessionOwner {
-  application: string;
-  host: string;
-  processId: number;
-  kind: OwnerKind;
-  number: number;
-  nonce: string;
+    application: string;
+    host: string;
+    processId: number;
+    kind: OwnerKind;
+    number: number;
+    nonce: string;
 }
 
 interface SqlTagLike {
-  (...args: never[]): unknown;
-  unsafe(...args: never[]): unknown;
-  begin(...args: never[]): unknown;
+    (...args: never[]): unknown;
+    unsafe(...args: never[]): unknown;
+    begin(...args: never[]): unknown;
 }
 
 interface TaskOptions {
-  holding?: readonly (LockHandle | LockGroupLike)[];
-  reentrant?: boolean;
+    holding?: readonly (LockHandle | LockGroupLike)[];
+    reentrant?: boolean;
 }
 
 interface TryAcquireOptions extends TaskOptions {
-  shared?: boolean;
-  signal?: AbortSignal;
+    shared?: boolean;
+    signal?: AbortSignal;
 }
 
 interface WaitOptions extends CallOptions {
-  holding?: readonly Lock[] | undefined;
+    holding?: readonly Lock[] | undefined;
 }
 
 interface XactLockOptions {
-  shared?: boolean;
-  timeout?: number;
-  signal?: AbortSignal;
+    shared?: boolean;
+    timeout?: number;
+    signal?: AbortSignal;
 }
 
 declare const channels: {
-  readonly acquired: "pglock:acquired";
-  readonly released: "pglock:released";
-  readonly lost: "pglock:lost";
-  readonly acquireStart: "pglock:acquire:start";
-  readonly acquireEnd: "pglock:acquire:end";
+    readonly acquired: "pglock:acquired";
+    readonly released: "pglock:released";
+    readonly lost: "pglock:lost";
+    readonly acquireStart: "pglock:acquire:start";
+    readonly acquireEnd: "pglock:acquire:end";
 };
 
 declare function createLeaseLocker(db: PoolDatabase | QueryFunction, options?: LeaseLockerOptions): LeaseLocker;
@@ -450,38 +424,26 @@ declare function lockKey(input: LockKeyInput): LockKey;
 
 declare function newLock(db: LockDatabase, key: LockKeyInput, options?: NewLockOptions): Promise<Lock>;
 
-declare function withXactLock<T>(
-  client: unknown,
-  key: LockKeyInput,
-  fn: () => Promise<T> | T,
-  options?: XactLockOptions,
-): Promise<T>;
+declare function withXactLock<T>(client: unknown, key: LockKeyInput, fn: () => Promise<T> | T, options?: XactLockOptions): Promise<T>;
 
 export {
   type AcquireAllOptions,
-  type AcquiredEvent,
   type AcquireEndEvent,
   type AcquireOptions,
   type AcquireOutcome,
   type AcquireStartEvent,
+  type AcquiredEvent,
   type AdvisoryLockInfo,
   AlreadyHeldError,
   type AnyLocker,
   type CallOptions,
   ClosedError,
   ConnectionError,
-  channels,
-  createLeaseLocker,
-  createLocker,
-  createMemoryLocker,
   DatabaseError,
   DeadlockError,
-  fencingTableSql,
-  hashKey,
   type InspectOptions,
   InvalidArgumentError,
   InvalidLockKeyError,
-  inspectLocks,
   LeaderElection,
   type LeaderElectionEvents,
   type LeaseHandle,
@@ -490,9 +452,6 @@ export {
   type LivenessOptions,
   Lock,
   type LockDatabase,
-  Locker,
-  type LockerOptions,
-  type LockerStats,
   LockGroup,
   type LockHandle,
   LockKey,
@@ -501,19 +460,19 @@ export {
   LockNotHeldError,
   LockTableFullError,
   LockTimeoutError,
+  Locker,
+  type LockerOptions,
+  type LockerStats,
   type LostEvent,
-  leaseTableSql,
-  lockKey,
+  MemoryLockServer,
   MemoryLocker,
   type MemoryLockerOptions,
-  MemoryLockServer,
   type NewLockOptions,
-  newLock,
   type OwnerKind,
   type PgClientLike,
+  type PgPoolLike,
   PglockError,
   type PglockErrorCode,
-  type PgPoolLike,
   type PoolDatabase,
   type QueryFunction,
   ReadOnlyServerError,
@@ -526,8 +485,18 @@ export {
   type TaskOptions,
   type TryAcquireOptions,
   type WaitOptions,
-  withXactLock,
   type XactLockOptions,
+  channels,
+  createLeaseLocker,
+  createLocker,
+  createMemoryLocker,
+  fencingTableSql,
+  hashKey,
+  inspectLocks,
+  leaseTableSql,
+  lockKey,
+  newLock,
+  withXactLock,
 };
 
 // pglock/opentelemetry
@@ -535,11 +504,14 @@ export {
 import { MeterProvider, TracerProvider } from "@opentelemetry/api";
 
 interface InstrumentPglockOptions {
-  meterProvider?: MeterProvider;
-  tracerProvider?: TracerProvider;
-  keyAttribute?: boolean;
+    meterProvider?: MeterProvider;
+    tracerProvider?: TracerProvider;
+    keyAttribute?: boolean;
 }
 
 declare function instrumentPglock(options?: InstrumentPglockOptions): () => void;
 
-export { InstrumentPglockOptions, instrumentPglock };
+export {
+  InstrumentPglockOptions,
+  instrumentPglock,
+};
