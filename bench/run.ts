@@ -15,7 +15,7 @@ import { execFileSync, execSync, spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import pg from "pg";
-import { startThrowawayPostgres, type ThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "../tools/throwaway-postgres.js";
 import { handovers } from "./handover.js";
 import { find, log, quick, type Row, reportText } from "./harness.js";
 import { advisoryLockPeer, redisPeer } from "./peers.js";

@@ -2,18 +2,11 @@
  * Taking and releasing one level of one lock on one session, in every path ending with certainty
  * about what the session holds. Used by both Lock (one dedicated session) and Locker (multiplexed).
  */
-import {
-  ConnectionError,
-  DatabaseError,
-  DeadlockError,
-  LockNotHeldError,
-  LockTableFullError,
-  LockTimeoutError,
-} from "./errors.js";
+import { ConnectionError, LockNotHeldError, LockTimeoutError } from "./errors.js";
 import type { LockKey, LockMode } from "./key.js";
-import { sqlState } from "./session/driver.js";
+import { serverError, sqlState } from "./server-errors.js";
 import type { Session } from "./session/session.js";
-import * as sql from "./sql.js";
+import * as sql from "./sql/advisory.js";
 
 export interface AcquireOptions {
   signal?: AbortSignal | undefined;
@@ -152,17 +145,5 @@ async function isGranted(session: Session, key: LockKey, mode: LockMode): Promis
 
 /** Maps a driver error from a lock statement to pglock's error classes. */
 export function lockError(error: unknown, key: LockKey): Error {
-  if (error instanceof ConnectionError) return error;
-  switch (sqlState(error)) {
-    case "40P01":
-      return new DeadlockError(key.toString(), { cause: error });
-    case "53200":
-      return new LockTableFullError({ cause: error });
-    case undefined:
-      return new ConnectionError(`lock ${key}: the connection to PostgreSQL failed`, { cause: error });
-    default: {
-      const message = error instanceof Error ? error.message : String(error);
-      return new DatabaseError(`lock ${key}: PostgreSQL answered: ${message}`, { cause: error });
-    }
-  }
+  return serverError(error, `lock ${key}`, { key: key.toString() });
 }

@@ -34,3 +34,15 @@ export type PoolDatabase = PgPoolLike | SqlTagLike;
 
 /** What a seed Lock or `inspectLocks` takes: a pool as a Locker's, or a connected `pg.Client` of yours. */
 export type LockDatabase = PoolDatabase | PgClientLike;
+
+/** The `sql` a postgres.js or Bun `sql.begin(async (sql) => …)` callback receives. */
+export interface SqlTransactionLike {
+  (...args: never[]): unknown;
+  /** Runs a statement with parameters. */
+  unsafe(...args: never[]): unknown;
+  /** Runs a callback in a savepoint (pglock waits there, so a timeout does not fail the transaction). */
+  savepoint(...args: never[]): unknown;
+}
+
+/** What `withXactLock` takes: a `pg` client in a transaction, or a postgres.js or Bun transaction's `sql`. */
+export type TransactionDatabase = PgClientLike | SqlTransactionLike;

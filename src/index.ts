@@ -1,4 +1,3 @@
-export { fencingTableSql } from "./advisory/fencing.js";
 export { type AdvisoryLockInfo, type InspectOptions, inspectLocks } from "./advisory/inspect.js";
 export { createLocker, Locker, type LockerOptions } from "./advisory/locker.js";
 export { withXactLock, type XactLockOptions } from "./advisory/xact.js";
@@ -20,7 +19,15 @@ export type {
   TaskOptions,
   TryAcquireOptions,
 } from "./contract/options.js";
-export type { LockDatabase, PgClientLike, PgPoolLike, PoolDatabase, SqlTagLike } from "./database.js";
+export type {
+  LockDatabase,
+  PgClientLike,
+  PgPoolLike,
+  PoolDatabase,
+  SqlTagLike,
+  SqlTransactionLike,
+  TransactionDatabase,
+} from "./database.js";
 export {
   AlreadyHeldError,
   ClosedError,
@@ -42,10 +49,11 @@ export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";
 export type { LeaseHandle } from "./lease/lease.js";
 export { createLeaseLocker, LeaseLocker, type LeaseLockerOptions } from "./lease/locker.js";
 export type { QueryFunction } from "./lease/query.js";
-export { leaseTableSql } from "./lease/sql.js";
 export type { LivenessOptions } from "./liveness.js";
 export { type CallOptions, Lock, type NewLockOptions, newLock, type WaitOptions } from "./lock.js";
 export type { AnyLocker } from "./locker/facade.js";
 export { createMemoryLocker, MemoryLocker, type MemoryLockerOptions, MemoryLockServer } from "./memory/locker.js";
 export { LeaderElection, type LeaderElectionEvents } from "./patterns/leader.js";
 export { Semaphore, type SemaphoreAcquireOptions, type SemaphoreHandle } from "./patterns/semaphore.js";
+export { fencingTableSql } from "./sql/fencing.js";
+export { leaseTableSql } from "./sql/lease.js";

@@ -16,7 +16,7 @@ import { ownerLabel, ownerOf, type SessionOwner, sameProcess } from "./identity.
 import { keyFromId, type LockKey, lockKey } from "./key.js";
 import type { Driver } from "./session/driver.js";
 import { Session } from "./session/session.js";
-import * as sql from "./sql.js";
+import * as sql from "./sql/advisory.js";
 
 /** One advisory lock on the server, held or awaited, as `inspectLocks` and `pglock ls` read it from `pg_locks`. */
 export interface AdvisoryLockInfo {

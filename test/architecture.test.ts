@@ -46,7 +46,9 @@ function cycles(graph: Map<string, string[]>): string[][] {
 
 /** The layers, bottom up, as ARCHITECTURE.md lists them. */
 const LAYERS: Record<string, (file: string) => boolean> = {
-  values: (f) => /^(key|errors|validate|signals|pending|redact|database|identity|liveness|sql)\.ts$/.test(f),
+  values: (f) =>
+    /^(key|errors|server-errors|validate|signals|pending|redact|database|identity|liveness)\.ts$/.test(f) ||
+    f.startsWith("sql/"),
   session: (f) => f.startsWith("session/"),
   "lock core": (f) => /^(acquire|waits|deadlock)\.ts$/.test(f),
   contract: (f) => f.startsWith("contract/"),

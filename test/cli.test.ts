@@ -286,7 +286,10 @@ describe("pglock ls, key, help", () => {
     expect(unreachable.stderr + ls.stderr).not.toContain("hunter2secret");
   });
 
-  it("demo runs against the given database and exits 0", async () => {
+  it("demo runs against the given database and exits 0; without one it says what to set", async () => {
+    const none = await pglock(["demo"], { DATABASE_URL: "", PGHOST: "", PGDATABASE: "" });
+    expect(none).toMatchObject({ code: 2, stdout: "" });
+    expect(none.stderr).toMatch(/demo needs a database: pass --database URL, or set DATABASE_URL/);
     const result = await pglock(["demo"]);
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/Leader election/);

@@ -2,10 +2,10 @@
 import pg from "pg";
 import { ConnectionError, createLocker, InvalidArgumentError, LockLostError, newLock } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startThrowawayPostgres, type ThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
 import { liveness } from "../src/liveness.js";
-import { FaultProxy } from "../tools/chaos/fault-proxy.js";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "../tools/throwaway-postgres.js";
 import { databaseUrl, eventually, locksOnKey, makePool, uniqueKey } from "./support/db.js";
+import { FaultProxy } from "./support/fault-proxy.js";
 
 describe("the liveness bound", () => {
   it("derives the server's keepalive from it, and refuses combinations that would free a lock before its holder is told", () => {

@@ -9,7 +9,6 @@ import {
   PglockError,
 } from "pglock";
 import { describe, expect, it } from "vitest";
-import { FaultProxy } from "../tools/chaos/fault-proxy.js";
 import {
   databaseUrl,
   eventually,
@@ -20,6 +19,7 @@ import {
   uniqueKey,
   uniqueName,
 } from "./support/db.js";
+import { FaultProxy } from "./support/fault-proxy.js";
 import { makeLocker } from "./support/lockers.js";
 
 describe("Locker: semantics", () => {

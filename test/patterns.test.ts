@@ -224,6 +224,7 @@ describe("withXactLock", () => {
 
   it("postgres.js: refuses the instance itself and an abort signal, with the reason", async () => {
     const sql = makeSql();
+    // @ts-expect-error the instance is not a transaction: TypeScript refuses it, and so does pglock
     await expect(withXactLock(sql, 1, () => {})).rejects.toThrow(/pass the transaction's sql/);
     await sql.begin(async (tx) => {
       await expect(withXactLock(tx, 1, () => {}, { signal: new AbortController().signal })).rejects.toThrow(

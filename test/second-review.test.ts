@@ -15,8 +15,8 @@ import {
   withXactLock,
 } from "pglock";
 import { describe, expect, it } from "vitest";
-import { startThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
-import { terminateBackend } from "../src/sql.js";
+import { terminateBackend } from "../src/sql/advisory.js";
+import { startThrowawayPostgres } from "../tools/throwaway-postgres.js";
 import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
 import { program, run } from "./support/run.js";
 

@@ -8,7 +8,7 @@ import { dirname, join } from "node:path";
 import pg from "pg";
 import { createLocker, type LockHandle, LockLostError, LockTableFullError, newLock, ReadOnlyServerError } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startThrowawayPostgres, type ThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "../tools/throwaway-postgres.js";
 import { eventually } from "./support/db.js";
 import { program } from "./support/run.js";
 

@@ -3,7 +3,7 @@
  * throwaway PostgreSQL started for the demo and removed after it.
  */
 import { spawnSync } from "node:child_process";
-import { startThrowawayPostgres } from "../src/cli/throwaway-postgres.js";
+import { startThrowawayPostgres } from "./throwaway-postgres.js";
 
 const given = process.env.DATABASE_URL;
 let server: Awaited<ReturnType<typeof startThrowawayPostgres>> | undefined;

@@ -6,9 +6,8 @@
 
 import type { Wakeups } from "../contract/backend.js";
 import type { Session } from "../session/session.js";
-import type { Statement } from "../sql.js";
-
-export const NOTIFY_CHANNEL = "pglock_wakeup";
+import type { Statement } from "../sql/advisory.js";
+import * as sql from "../sql/notify.js";
 
 /**
  * What the notifier needs from a Locker's backend: a session of its own to LISTEN on, and a way to
@@ -60,7 +59,7 @@ export class Notifier implements Wakeups {
 
   /** Sends a wake-up for `topic` to every Locker that listens, in any process. */
   notify(topic: string): Promise<void> {
-    return this.#locker.runShort({ text: "SELECT pg_catalog.pg_notify($1, $2)", values: [NOTIFY_CHANNEL, topic] });
+    return this.#locker.runShort(sql.notify(topic));
   }
 
   #listen(): Promise<Session> {
@@ -72,7 +71,7 @@ export class Notifier implements Wakeups {
       session.lostSignal.addEventListener("abort", () => {
         this.#session = undefined;
       });
-      await session.query({ text: `LISTEN ${NOTIFY_CHANNEL}`, values: [] });
+      await session.query(sql.listen());
       return session;
     })().catch((error) => {
       this.#session = undefined;
@@ -86,7 +85,7 @@ export class Notifier implements Wakeups {
     this.#session = undefined;
     void opening?.then(
       async (session) => {
-        await session.run({ text: `UNLISTEN ${NOTIFY_CHANNEL}`, values: [] });
+        await session.run(sql.unlisten());
         await this.#locker.releaseDedicatedSession(session);
       },
       () => {},

@@ -4,16 +4,15 @@
  * https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADVISORY-LOCKS
  */
 import { lockError } from "../acquire.js";
+import type { TransactionDatabase } from "../database.js";
 import { InvalidArgumentError, LockTimeoutError } from "../errors.js";
-import type { LockMode } from "../key.js";
-import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
-import { isBunSql } from "../session/bun-sql.js";
-import { sqlState } from "../session/driver.js";
-import { isPgPool, pgDriver } from "../session/pg.js";
-import { isPostgresJs } from "../session/postgres-js.js";
+import { describe, type LockKey, type LockKeyInput, type LockMode, lockKey } from "../key.js";
+import { sqlState } from "../server-errors.js";
+import { databaseOf, type SqlTransaction } from "../session/drivers.js";
+import { pgDriver } from "../session/pg.js";
 import { Session } from "../session/session.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
-import * as sql from "../sql.js";
+import * as sql from "../sql/advisory.js";
 import { checkBoolean, checkMs, checkSignal, optionsObject } from "../validate.js";
 
 /** Options of `withXactLock`. */
@@ -49,7 +48,7 @@ const SAVEPOINT = "pglock_xact_lock";
  * await client.query("COMMIT"); // releases the lock
  */
 export async function withXactLock<T>(
-  client: unknown,
+  client: TransactionDatabase,
   key: LockKeyInput,
   fn: () => Promise<T> | T,
   options: XactLockOptions = {},
@@ -61,22 +60,23 @@ export async function withXactLock<T>(
   const mode = (checkBoolean(options.shared, "withXactLock", "shared") ?? false) ? "shared" : "exclusive";
   const timeout = checkMs(options.timeout, "withXactLock", "timeout");
   const signal = checkSignal(options.signal, "withXactLock");
-  if (isPostgresJs(client) || isBunSql(client)) {
+  const database = databaseOf(client);
+  if (database.kind === "postgres-js" || database.kind === "bun-sql") {
     throw new InvalidArgumentError(
       "withXactLock: pass the transaction's sql (the argument of sql.begin's callback), not the sql instance",
     );
   }
-  if (isPostgresJsTransaction(client)) {
+  if (database.kind === "transaction") {
     if (signal) {
       throw new InvalidArgumentError(
         "withXactLock: options.signal is not supported on a postgres.js or Bun transaction (use options.timeout)",
       );
     }
-    await inPostgresJsTransaction(client, normalized, mode, timeout);
+    await inSqlTransaction(database.db, normalized, mode, timeout);
     return fn();
   }
   signal?.throwIfAborted();
-  if (isPgPool(client)) {
+  if (database.kind === "pg-pool") {
     // A pool's query runs each statement on any of its connections: there is no one transaction.
     throw new InvalidArgumentError(
       "withXactLock: got a pg.Pool; pass the client that runs the transaction: const client = await pool.connect(); " +
@@ -138,17 +138,6 @@ async function inPgTransaction(
   }
 }
 
-/** The `sql` of a postgres.js `sql.begin` callback: it has `savepoint`, and neither `begin` nor `release`. */
-interface PostgresJsTransaction {
-  unsafe(text: string, values?: unknown[], options?: { prepare?: boolean }): PromiseLike<Record<string, unknown>[]>;
-  savepoint<T>(fn: (sql: PostgresJsTransaction) => Promise<T>): Promise<T>;
-}
-
-function isPostgresJsTransaction(value: unknown): value is PostgresJsTransaction {
-  const v = value as Partial<PostgresJsTransaction>;
-  return typeof value === "function" && typeof v.unsafe === "function" && typeof v.savepoint === "function";
-}
-
 /**
  * In a postgres.js transaction every failed statement fails the whole `sql.begin` (postgres.js
  * records it and rolls back at the end), unless it ran inside `sql.savepoint()`. So the wait runs
@@ -157,13 +146,13 @@ function isPostgresJsTransaction(value: unknown): value is PostgresJsTransaction
  * the process when its cancel connection fails (see session/postgres-js.ts). A lock_timeout error
  * rolls back to the savepoint, which cannot have granted the lock.
  */
-async function inPostgresJsTransaction(
-  tx: PostgresJsTransaction,
+async function inSqlTransaction(
+  tx: SqlTransaction,
   key: LockKey,
   mode: LockMode,
   timeout: number | undefined,
 ): Promise<void> {
-  const run = async (target: PostgresJsTransaction, statement: sql.Statement) =>
+  const run = async (target: SqlTransaction, statement: sql.Statement) =>
     await target.unsafe(statement.text, [...statement.values], { prepare: false });
   if (timeout === 0) {
     const [row] = await run(tx, sql.tryXactLock(key, mode)).catch((error: unknown) => {

@@ -3,17 +3,14 @@ import { createLocker, type Locker } from "../advisory/locker.js";
 import { sleep } from "../signals.js";
 import { parseFlags, UsageError } from "./args.js";
 import { makePool } from "./connect.js";
-import { startThrowawayPostgres, type ThrowawayPostgres } from "./throwaway-postgres.js";
 
 export async function demo(args: string[], io: { out(line: string): void }): Promise<number> {
   const { values, positionals } = parseFlags(args, { database: { type: "string" } });
   if (positionals.length > 0) throw new UsageError(`demo takes no arguments, got ${JSON.stringify(positionals[0])}`);
-  let server: ThrowawayPostgres | undefined;
-  let database = values.database ?? process.env.DATABASE_URL;
+  const database = values.database ?? process.env.DATABASE_URL;
   if (!database && !process.env.PGHOST && !process.env.PGDATABASE) {
-    io.out("No database configured: starting a throwaway PostgreSQL for the demo...");
-    server = await startThrowawayPostgres();
-    database = server.url;
+    // The package ships no server: from a clone, `npm run demo` starts a throwaway one (issue #24).
+    throw new UsageError("demo needs a database: pass --database URL, or set DATABASE_URL (or PGHOST)");
   }
   const pool = makePool(database, 12);
   const start = performance.now();
@@ -62,6 +59,5 @@ export async function demo(args: string[], io: { out(line: string): void }): Pro
   } finally {
     await Promise.all(lockers.map((locker) => locker.close()));
     await pool.end();
-    await server?.stop();
   }
 }

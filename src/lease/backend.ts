@@ -1,16 +1,16 @@
 /**
  * The lease backend: each lock is a lease in a table, with a TTL on the server's clock, and each
- * statement is one short transaction on whatever connection the driver gives (lease/sql.ts). See
+ * statement is one short transaction on whatever connection the driver gives (sql/lease.ts). See
  * lease/locker.ts for what the holder is told, and when.
  */
 import type { LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
 import { ConnectionError, DatabaseError, LockNotHeldError } from "../errors.js";
 import type { LockKey, LockMode } from "../key.js";
 import { PendingCalls, settleWithin } from "../pending.js";
-import { sqlState } from "../session/driver.js";
+import { sqlState } from "../server-errors.js";
+import { CLEAN_UP_BATCH, LEASE_TIMELINE_SHIFT, type LeaseStatements, leaseStatements } from "../sql/lease.js";
 import { Lease, type LeaseOwner, type LeaseSettings } from "./lease.js";
 import type { LeaseQuery } from "./query.js";
-import { CLEAN_UP_BATCH, LEASE_TIMELINE_SHIFT, type LeaseStatements, leaseStatements } from "./sql.js";
 import { localWakeups, pause, wake } from "./wakeups.js";
 
 /** Most leases one renewal statement carries, and most renewal statements out at once. */

@@ -2,7 +2,7 @@
  * The lease Locker: the Locker's interface on a lease table instead of session locks, for where no
  * server session stays yours (transaction poolers, serverless functions, HTTP drivers). Each handle
  * is a lease with a TTL on the server's clock, renewed in the background; each statement is one short
- * transaction on whatever connection the driver gives (lease/sql.ts).
+ * transaction on whatever connection the driver gives (sql/lease.ts).
  *
  * The holder is told before anyone else can take the lease: the handle's signal aborts at a deadline
  * that this process measures on its own monotonic clock, from before the statement that granted or
@@ -16,11 +16,11 @@ import { InvalidArgumentError } from "../errors.js";
 import { leaseHolderPrefix } from "../identity.js";
 import { LockerFacade } from "../locker/facade.js";
 import { sharedController } from "../signals.js";
+import { checkLeaseTable } from "../sql/lease.js";
 import { checkBoolean, checkInteger, checkMs, checkString, optionsObject } from "../validate.js";
 import { LeaseBackend } from "./backend.js";
 import type { LeaseHandle } from "./lease.js";
 import { leaseQueryFor, type QueryFunction } from "./query.js";
-import { checkLeaseTable } from "./sql.js";
 
 /** Options of `createLeaseLocker`. */
 export interface LeaseLockerOptions {

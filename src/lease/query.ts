@@ -3,12 +3,11 @@
  * do, a different one for every statement: a `pg.Pool`, a postgres.js `sql`, a Bun `SQL`, or a
  * query function such as an HTTP driver's (Neon's `sql.query`, say), `(text, params) => rows`.
  */
-import { ConnectionError, DatabaseError, InvalidArgumentError, ReadOnlyServerError } from "../errors.js";
+import { InvalidArgumentError } from "../errors.js";
 import { describe } from "../key.js";
-import { type BunSql, isBunSql } from "../session/bun-sql.js";
-import { endsSession, sqlState } from "../session/driver.js";
-import { guardHandovers, isPgPool, type PgPool } from "../session/pg.js";
-import { isPostgresJs, type PostgresJsSql } from "../session/postgres-js.js";
+import { serverError } from "../server-errors.js";
+import { databaseOf } from "../session/drivers.js";
+import { guardHandovers, type PgPool } from "../session/pg.js";
 
 type Rows = readonly Record<string, unknown>[];
 
@@ -27,17 +26,29 @@ export function leaseQueryFor(db: unknown, where: string): LeaseQuery {
 }
 
 function rawQueryFor(db: unknown, where: string): QueryFunction {
-  if (isPgPool(db) && typeof (db as { query?: unknown }).query === "function") {
-    // The pool's own checkouts get the hand-over guard too (session/pg.ts): a FATAL that arrives as a
-    // client is handed over must fail that query, not crash the process.
-    guardHandovers(db);
-    const pool = db as PgPool & { query(text: string, values: unknown[]): Promise<{ rows: Rows }> };
-    return (text, params) => pool.query(text, params);
+  const database = databaseOf(db);
+  switch (database.kind) {
+    case "pg-pool": {
+      if (typeof (database.db as { query?: unknown }).query !== "function") break;
+      // The pool's own checkouts get the hand-over guard too (session/pg.ts): a FATAL that arrives as a
+      // client is handed over must fail that query, not crash the process.
+      guardHandovers(database.db);
+      const pool = database.db as PgPool & { query(text: string, values: unknown[]): Promise<{ rows: Rows }> };
+      return (text, params) => pool.query(text, params);
+    }
+    case "postgres-js": {
+      // Unnamed statements: nothing to go stale when a transaction pooler moves the connection.
+      const sql = database.db;
+      return (text, params) => sql.unsafe(text, params, { prepare: false });
+    }
+    case "bun-sql": {
+      const sql = database.db;
+      return (text, params) => sql.unsafe(text, params);
+    }
+    case "function":
+    case "transaction":
+      return database.db as unknown as QueryFunction;
   }
-  // Unnamed statements: nothing to go stale when a transaction pooler moves the connection.
-  if (isPostgresJs(db)) return (text, params) => (db as PostgresJsSql).unsafe(text, params, { prepare: false });
-  if (isBunSql(db)) return (text, params) => (db as BunSql).unsafe(text, params);
-  if (typeof db === "function") return db as QueryFunction;
   throw new InvalidArgumentError(
     `${where}: expected a pg.Pool, a postgres.js sql, a Bun SQL or a query function (text, params) => rows, got ${describe(db)}`,
   );
@@ -60,11 +71,7 @@ function typed(query: QueryFunction): LeaseQuery {
   };
 }
 
-/** A driver's error as pglock's: the SQLSTATE decides, and the driver's error stays the `cause`. */
+/** A lease statement's error as pglock's (server-errors.ts). */
 export function leaseError(error: unknown): Error {
-  const state = sqlState(error);
-  const message = error instanceof Error ? error.message : String(error);
-  if (state === "25006") return new ReadOnlyServerError("read-only", { cause: error });
-  if (endsSession(error)) return new ConnectionError(`a lease statement failed: ${message}`, { cause: error });
-  return new DatabaseError(`a lease statement failed (SQLSTATE ${state}): ${message}`, { cause: error });
+  return serverError(error, "a lease statement");
 }

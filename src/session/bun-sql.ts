@@ -5,14 +5,14 @@
  *
  * As for postgres.js, each pglock session is an instance of its own with `max: 1`. Bun 1.4, as probed:
  * - a max-1 instance whose server session ends reconnects silently for the next query, so pglock
- *   never queries an instance after its `onclose` (and the pid guard of sql.ts catches the rest);
+ *   never queries an instance after its `onclose` (and the pid guard of sql/advisory.ts catches the rest);
  * - no backend key is exposed, so a cancel is the query's own `cancel()` (see {@link BunSqlConnection.cancel});
  * - notifications reach only `sql.listen()` subscribers, never a `LISTEN` run as a statement;
  * - there is no socket on which to set TCP keepalive: pglock's liveness probe is the only detector;
  * - a server error's SQLSTATE is in `errno` (its `code` is ERR_POSTGRES_SERVER_ERROR).
  */
 import { ConnectionError } from "../errors.js";
-import type { Statement } from "../sql.js";
+import type { Statement } from "../sql/advisory.js";
 import { CANCEL_TIMEOUT_MS } from "./cancel-request.js";
 import type { Driver, DriverConnection } from "./driver.js";
 import { arrayLiteral } from "./parameters.js";

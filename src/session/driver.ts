@@ -1,4 +1,4 @@
-import type { Statement } from "../sql.js";
+import type { Statement } from "../sql/advisory.js";
 
 /**
  * What pglock needs from a database driver: one dedicated server session. Everything above this
@@ -40,30 +40,4 @@ export interface Driver {
    * caller's own queries (a pg.Pool's `max`); undefined where pglock opens connections of its own.
    */
   readonly sharedPoolMax?: number;
-}
-
-/**
- * SQLSTATE classes start with a digit, or are F0, HV, P0 or XX; a socket's EPIPE or EPERM, five
- * capitals too, is none. https://www.postgresql.org/docs/current/errcodes-appendix.html
- */
-const SQLSTATE = /^(?:[0-9][0-9A-Z]|F0|HV|P0|XX)[0-9A-Z]{3}$/;
-
-/** The SQLSTATE of a driver error, when it has one: in `code` (pg, postgres.js) or `errno` (Bun's SQL). */
-export function sqlState(error: unknown): string | undefined {
-  const { code, errno } = (error ?? {}) as { code?: unknown; errno?: unknown };
-  for (const candidate of [code, errno]) {
-    if (typeof candidate === "string" && SQLSTATE.test(candidate)) return candidate;
-  }
-  return undefined;
-}
-
-/**
- * Whether a statement's error means the session itself is gone or unusable: a connection exception
- * (SQLSTATE class 08), an operator intervention that ends the backend (57P01-57P05: terminate,
- * shutdown), or an error with no SQLSTATE at all, which comes from the socket, not the server.
- * https://www.postgresql.org/docs/current/errcodes-appendix.html
- */
-export function endsSession(error: unknown): boolean {
-  const state = sqlState(error);
-  return state === undefined || state.startsWith("08") || state.startsWith("57P");
 }

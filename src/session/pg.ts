@@ -5,9 +5,10 @@
 import type { Socket } from "node:net";
 import { ConnectionError, InvalidArgumentError } from "../errors.js";
 import { describe } from "../key.js";
-import type { Statement } from "../sql.js";
+import { sqlState } from "../server-errors.js";
+import type { Statement } from "../sql/advisory.js";
 import { CANCEL_TIMEOUT_MS, sendCancelRequest } from "./cancel-request.js";
-import { type Driver, type DriverConnection, sqlState } from "./driver.js";
+import type { Driver, DriverConnection } from "./driver.js";
 
 /** The part of a `pg.Client` pglock uses. */
 export interface PgClient {

@@ -15,7 +15,7 @@
  * which would end a session that holds locks.
  */
 import { ConnectionError } from "../errors.js";
-import type { Statement } from "../sql.js";
+import type { Statement } from "../sql/advisory.js";
 import { type BackendKey, CANCEL_TIMEOUT_MS, type CancelTarget, sendCancelRequest } from "./cancel-request.js";
 import type { Driver, DriverConnection } from "./driver.js";
 import { arrayLiteral } from "./parameters.js";

@@ -6,9 +6,10 @@
  */
 import { ConnectionError, ReadOnlyServerError } from "../errors.js";
 import { LIVENESS_DEFAULTS } from "../liveness.js";
-import type { BatchOp, Statement } from "../sql.js";
-import * as sql from "../sql.js";
-import { type Driver, type DriverConnection, endsSession } from "./driver.js";
+import { endsSession } from "../server-errors.js";
+import type { BatchOp, Statement } from "../sql/advisory.js";
+import * as sql from "../sql/advisory.js";
+import type { Driver, DriverConnection } from "./driver.js";
 
 /** How a statement ended: not sent (aborted while queued), answered, or failed. */
 export type Outcome =
@@ -372,7 +373,7 @@ export class Session {
 
   /**
    * Sends a statement; a guarded one gets the expected backend pid as its last parameter, and its
-   * answer must come from that backend (sql.ts, onOwnBackend). An answer from another one means a
+   * answer must come from that backend (sql/advisory.ts, onOwnBackend). An answer from another one means a
    * pooler moved this connection to another server session: the statement did nothing there, and
    * the session is discarded, since the locks it holds are on the first server session.
    */

@@ -8,7 +8,7 @@ import { createInterface } from "node:readline";
 import pg from "pg";
 import { createLocker, type LockHandle } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startThrowawayPostgres, type ThrowawayPostgres } from "../../src/cli/throwaway-postgres.js";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "../../tools/throwaway-postgres.js";
 import { uniqueKey } from "../support/db.js";
 
 const KINDS = ["locker", "lock", "waiter"] as const;

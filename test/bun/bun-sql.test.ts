@@ -5,7 +5,9 @@ import { describe, expect, it } from "vitest";
 import { locksOnKey, makeBunSql, makePool, sleep, uniqueKey } from "../support/db.js";
 
 interface BunTransaction {
+  (...args: never[]): unknown;
   unsafe(text: string, values?: unknown[]): Promise<Record<string, unknown>[]>;
+  savepoint<T>(fn: (tx: BunTransaction) => Promise<T>): Promise<T>;
 }
 interface BunSqlInstance {
   begin<T>(fn: (tx: BunTransaction) => Promise<T>): Promise<T>;
@@ -35,6 +37,7 @@ describe("Bun SQL", () => {
     expect(result).toBe(1);
     expect(during).toHaveLength(1);
     expect(await locksOnKey(admin, key)).toEqual([]);
+    // @ts-expect-error the instance is not a transaction: TypeScript refuses it, and so does pglock
     await expect(withXactLock(sql, key, () => 1)).rejects.toThrow(/pass the transaction's sql/);
   });
 

@@ -8,7 +8,7 @@ import { chmod, chown, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../../src/cli/throwaway-postgres.js";
+import { freePort } from "../../tools/throwaway-postgres.js";
 
 export interface PgBouncer {
   url: string;

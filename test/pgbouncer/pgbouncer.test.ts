@@ -12,7 +12,7 @@ import {
   withXactLock,
 } from "pglock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startThrowawayPostgres, type ThrowawayPostgres } from "../../src/cli/throwaway-postgres.js";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "../../tools/throwaway-postgres.js";
 import { contractCases, leaseLockers } from "../support/contract.js";
 import { eventually, sleep } from "../support/db.js";
 import { type PgBouncer, startPgBouncer } from "./fixture.js";

@@ -1,5 +1,5 @@
 import type { TestProject } from "vitest/node";
-import { startThrowawayPostgres } from "../../src/cli/throwaway-postgres.js";
+import { startThrowawayPostgres } from "../../tools/throwaway-postgres.js";
 
 declare module "vitest" {
   export interface ProvidedContext {

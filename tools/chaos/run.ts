@@ -18,9 +18,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import pg from "pg";
-import { startThrowawayPostgres } from "../../src/cli/throwaway-postgres.js";
+import { FaultProxy } from "../../test/support/fault-proxy.js";
+import { startThrowawayPostgres } from "../throwaway-postgres.js";
 import { counterViolations, type Event, type Fault, intervals, lossLatency, overlaps } from "./check.js";
-import { FaultProxy } from "./fault-proxy.js";
 
 const WORKERS = 8;
 const VARIANTS = ["ignore-loss", "trust-timeout", "wrong-session"] as const;

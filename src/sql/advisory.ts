@@ -3,7 +3,7 @@
  * parameterized and schema-qualified, so a user's search_path cannot shadow a function.
  * https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADVISORY-LOCKS
  */
-import type { LockKey, LockMode } from "./key.js";
+import type { LockKey, LockMode } from "../key.js";
 
 export interface Statement {
   readonly text: string;

@@ -19,8 +19,9 @@
  * the newest committed version of it, so a grant is atomic in one statement, under READ COMMITTED,
  * with no lock held across statements. https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
  */
-import { DURABLE_COMMIT, TIMELINE_SQL } from "../sql.js";
+
 import { checkTableName } from "../validate.js";
+import { DURABLE_COMMIT, TIMELINE_SQL } from "./advisory.js";
 
 /**
  * A token is (timeline << 48) + a value of the table's sequence. The sequence increases on every
