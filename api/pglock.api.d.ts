@@ -378,10 +378,18 @@ interface SqlTagLike {
     begin(...args: never[]): unknown;
 }
 
+interface SqlTransactionLike {
+    (...args: never[]): unknown;
+    unsafe(...args: never[]): unknown;
+    savepoint(...args: never[]): unknown;
+}
+
 interface TaskOptions {
     holding?: readonly (LockHandle | LockGroupLike)[];
     reentrant?: boolean;
 }
+
+type TransactionDatabase = PgClientLike | SqlTransactionLike;
 
 interface TryAcquireOptions extends TaskOptions {
     shared?: boolean;
@@ -424,7 +432,7 @@ declare function lockKey(input: LockKeyInput): LockKey;
 
 declare function newLock(db: LockDatabase, key: LockKeyInput, options?: NewLockOptions): Promise<Lock>;
 
-declare function withXactLock<T>(client: unknown, key: LockKeyInput, fn: () => Promise<T> | T, options?: XactLockOptions): Promise<T>;
+declare function withXactLock<T>(client: TransactionDatabase, key: LockKeyInput, fn: () => Promise<T> | T, options?: XactLockOptions): Promise<T>;
 
 export {
   type AcquireAllOptions,
@@ -482,7 +490,9 @@ export {
   type SemaphoreHandle,
   type SessionOwner,
   type SqlTagLike,
+  type SqlTransactionLike,
   type TaskOptions,
+  type TransactionDatabase,
   type TryAcquireOptions,
   type WaitOptions,
   type XactLockOptions,
