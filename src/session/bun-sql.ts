@@ -11,7 +11,9 @@
  * - there is no socket on which to set TCP keepalive: pglock's liveness probe is the only detector;
  * - a server error's SQLSTATE is in `errno` (its `code` is ERR_POSTGRES_SERVER_ERROR).
  */
+
 import { ConnectionError } from "../errors.js";
+import { settleWithin } from "../pending.js";
 import type { Statement } from "../sql/advisory.js";
 import { CANCEL_TIMEOUT_MS } from "./cancel-request.js";
 import type { Driver, DriverConnection } from "./driver.js";
@@ -180,7 +182,6 @@ class BunSqlConnection implements DriverConnection {
     const wasOpen = !this.#isClosed;
     await this.#instance.close({ timeout: 0 }).catch(() => {});
     // Wait (bounded) for the socket to close, after which the server ends the session.
-    if (wasOpen)
-      await Promise.race([this.#closed, new Promise((resolve) => setTimeout(resolve, CANCEL_TIMEOUT_MS).unref())]);
+    if (wasOpen) await settleWithin(CANCEL_TIMEOUT_MS, this.#closed);
   }
 }

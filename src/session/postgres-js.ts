@@ -14,7 +14,9 @@
  * queries an instance after it. The instance also turns off `idle_timeout` and `max_lifetime`,
  * which would end a session that holds locks.
  */
+
 import { ConnectionError } from "../errors.js";
+import { settleWithin } from "../pending.js";
 import type { Statement } from "../sql/advisory.js";
 import { type BackendKey, CANCEL_TIMEOUT_MS, type CancelTarget, sendCancelRequest } from "./cancel-request.js";
 import type { Driver, DriverConnection } from "./driver.js";
@@ -186,8 +188,7 @@ class PostgresJsConnection implements DriverConnection {
     const connected = this.#backend !== undefined && !this.#isClosed;
     await this.#instance.end({ timeout: 0 });
     // Terminated: wait (bounded) for the socket to close, after which the server has ended the session.
-    if (connected)
-      await Promise.race([this.#closed, new Promise((resolve) => setTimeout(resolve, CANCEL_TIMEOUT_MS).unref())]);
+    if (connected) await settleWithin(CANCEL_TIMEOUT_MS, this.#closed);
   }
 }
 
