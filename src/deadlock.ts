@@ -14,7 +14,8 @@
 import { DeadlockError } from "./errors.js";
 import { ownerLabel } from "./identity.js";
 import type { LockKey } from "./key.js";
-import { type AdvisoryLockInfo, cycleThrough, victimOf, type Wait, WaitGraph } from "./waits.js";
+import type { AdvisoryLockInfo } from "./locks.js";
+import { cycleThrough, victimOf, type Wait, WaitGraph } from "./waits.js";
 
 export const DEFAULT_DEADLOCK_TIMEOUT_MS = 1_000;
 

@@ -10,12 +10,12 @@ import { applicationNameOf, newOwner } from "./identity.js";
 import type { LockMode } from "./key.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "./key.js";
 import { LIVENESS_OPTIONS, type LivenessOptions, liveness } from "./liveness.js";
+import { readLocksOn } from "./locks.js";
 import type { Driver } from "./session/driver.js";
 import { driverFor } from "./session/drivers.js";
 import { Session } from "./session/session.js";
 import { linkSignals, sharedController, untilAborted } from "./signals.js";
 import { checkMs, checkSignal, checkString, optionsObject } from "./validate.js";
-import { readLocksOn } from "./waits.js";
 
 /** Options every Lock method takes. */
 export interface CallOptions {

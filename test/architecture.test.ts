@@ -50,7 +50,7 @@ const LAYERS: Record<string, (file: string) => boolean> = {
     /^(key|errors|server-errors|validate|signals|pending|redact|database|identity|liveness)\.ts$/.test(f) ||
     f.startsWith("sql/"),
   session: (f) => f.startsWith("session/"),
-  "lock core": (f) => /^(acquire|waits|deadlock)\.ts$/.test(f),
+  "lock core": (f) => /^(acquire|locks|waits|deadlock)\.ts$/.test(f),
   contract: (f) => f.startsWith("contract/"),
   patterns: (f) => f.startsWith("patterns/"),
   facade: (f) => f.startsWith("locker/"),

@@ -4,7 +4,8 @@ import { lockKey } from "pglock";
 import { describe, expect, it } from "vitest";
 import { applicationNameOf, ownerOf, type SessionOwner } from "../src/identity.js";
 import type { LockKey } from "../src/key.js";
-import { type AdvisoryLockInfo, claimsIn, cycleThrough, victimOf, waitChains } from "../src/waits.js";
+import { type AdvisoryLockInfo, claimsIn } from "../src/locks.js";
+import { cycleThrough, victimOf, waitChains } from "../src/waits.js";
 
 const owner = (nonce: string, host = "web-1", processId = 1): SessionOwner => ({
   application: "pglock",

@@ -1,13 +1,13 @@
 /**
- * `inspectLocks`: who holds and who awaits which advisory lock (see waits.ts).
+ * `inspectLocks`: who holds and who awaits which advisory lock (locks.ts).
  */
 import type { LockDatabase } from "../database.js";
 import { type LockKeyInput, lockKey } from "../key.js";
+import { type AdvisoryLockInfo, readLocksOn } from "../locks.js";
 import { driverFor } from "../session/drivers.js";
 import { optionsObject } from "../validate.js";
-import { type AdvisoryLockInfo, readLocksOn } from "../waits.js";
 
-export type { AdvisoryLockInfo } from "../waits.js";
+export type { AdvisoryLockInfo } from "../locks.js";
 
 /** Options of `inspectLocks`. */
 export interface InspectOptions {

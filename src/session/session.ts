@@ -10,6 +10,7 @@ import { endsSession } from "../server-errors.js";
 import type { BatchOp, Statement } from "../sql/advisory.js";
 import * as sql from "../sql/advisory.js";
 import type { Driver, DriverConnection } from "./driver.js";
+import { endOnServer } from "./end-on-server.js";
 
 /** How a statement ended: not sent (aborted while queued), answered, or failed. */
 export type Outcome =
@@ -53,9 +54,6 @@ const STALL_MS = 1_000;
 /** A wait slice lasts at least this much longer than the server's deadlock_timeout, and at most this + the jitter. */
 const WAIT_SLICE_MARGIN_MS = 500;
 const WAIT_SLICE_JITTER_MS = 1_000;
-
-/** How long ending an abandoned session on the server may take (a connection of its own, one statement). */
-const END_ON_SERVER_TIMEOUT_MS = 5_000;
 
 interface Job {
   statement: Statement;
@@ -542,50 +540,14 @@ export class Session {
       this.#applicationName !== undefined
     ) {
       this.#endingOnServer = true;
-      void this.#endOnServer(statement);
+      void endOnServer(this.#driver, {
+        pid: this.#backendPid,
+        backendStart: this.#backendStart,
+        lastStatement: statement?.text ?? null,
+        applicationName: this.#applicationName,
+      });
     }
     return this.discard(cause);
-  }
-
-  /**
-   * pg_terminate_backend of this server session, from another connection; best effort, bounded. Only
-   * while that session still carries this process's application_name and, for a statement that
-   * stopped answering, still shows it: behind a pooler in session mode, the same server session may
-   * serve another client by now, whose work must not be ended. `statement` null: a transaction
-   * pooler moved this connection, and the session left behind holds pglock's locks (sql.terminateBackend).
-   */
-  async #endOnServer(statement: Statement | null): Promise<void> {
-    const connecting = this.#driver.connect();
-    let gaveUp = false;
-    const timer = setTimeout(() => {
-      gaveUp = true;
-      void connecting.then(
-        (late) => late.destroy(new Error("not needed any more")),
-        () => {},
-      );
-    }, END_ON_SERVER_TIMEOUT_MS);
-    timer.unref();
-    try {
-      const connection = await connecting;
-      if (gaveUp) return;
-      try {
-        await connection.query(
-          sql.terminateBackend(
-            this.#backendPid,
-            this.#backendStart as string,
-            statement?.text ?? null,
-            this.#applicationName as string,
-          ),
-        );
-        await connection.release();
-      } catch (error) {
-        await connection.destroy(error instanceof Error ? error : new Error(String(error)));
-      }
-    } catch {
-      // The server is unreachable from here too: it ends the session when its keepalive gives up.
-    } finally {
-      clearTimeout(timer);
-    }
   }
 }
 
