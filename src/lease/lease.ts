@@ -64,6 +64,8 @@ export class Lease extends Handle implements LeaseHandle {
 
   override release(): Promise<void> {
     this.#stop();
+    // Past its deadline, the lease is lost, not released: whoever releases late learns the truth.
+    if (this.held && performance.now() >= this.#deadline) this.#expire();
     return super.release();
   }
 

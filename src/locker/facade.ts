@@ -219,8 +219,7 @@ export abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H>
 
   #handOut(handle: Handle, startedAt: number): Handle {
     if (!handle.held) return handle;
-    this.#held.add(handle);
-    handle.onEnded(() => this.#held.delete(handle));
+    handle.heldIn(this.#held);
     publishAcquired(() => ({ handle, key: handle.key, shared: handle.shared, waitMs: performance.now() - startedAt }));
     return handle;
   }
