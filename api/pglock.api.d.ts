@@ -18,7 +18,7 @@ interface AcquireEndEvent extends AcquireStartEvent {
     error?: unknown;
 }
 
-interface AcquireOptions extends TaskOptions {
+interface AcquireOptions extends TaskOptions, RunLengthOptions {
     shared?: boolean;
     fencing?: boolean;
     timeout?: number;
@@ -143,6 +143,7 @@ interface LeaderElectionEvents {
 
 interface LeaseHandle extends LockHandle {
     readonly fencingToken: bigint;
+    extend(ms: number): Promise<void>;
 }
 
 declare class LeaseLocker extends LockerFacade<LeaseHandle> {
@@ -184,6 +185,12 @@ declare class Lock {
 
 type LockDatabase = PoolDatabase | PgClientLike;
 
+declare class LockExpiredError extends LockLostError {
+    readonly key: string;
+    readonly atMostMs: number;
+    constructor(key: string, atMostMs: number);
+}
+
 declare class LockGroup implements AsyncDisposable {
     #private;
     readonly handles: readonly LockHandle[];
@@ -224,7 +231,7 @@ type LockKeyInput = bigint | number | string | readonly [
 ] | LockKey;
 
 declare class LockLostError extends PglockError {
-    constructor(message: string, options?: ErrorOptions);
+    constructor(message: string, options?: ErrorOptions, code?: PglockErrorCode);
 }
 
 declare class LockNotHeldError extends PglockError {
@@ -269,6 +276,7 @@ interface LockerOptions extends LivenessOptions {
     applicationName?: string;
     idleMs?: number;
     fencingTable?: string;
+    leaseTable?: string;
     deadlockTimeoutMs?: number;
     reentrant?: boolean;
 }
@@ -322,7 +330,7 @@ declare class PglockError extends Error {
     static [Symbol.hasInstance](value: unknown): boolean;
 }
 
-type PglockErrorCode = "ERR_PGLOCK_INVALID_ARGUMENT" | "ERR_PGLOCK_INVALID_KEY" | "ERR_PGLOCK_CLOSED" | "ERR_PGLOCK_CONNECTION" | "ERR_PGLOCK_TIMEOUT" | "ERR_PGLOCK_LOST" | "ERR_PGLOCK_DEADLOCK" | "ERR_PGLOCK_ALREADY_HELD" | "ERR_PGLOCK_LOCK_TABLE_FULL" | "ERR_PGLOCK_READ_ONLY_SERVER" | "ERR_PGLOCK_NOT_HELD" | "ERR_PGLOCK_DATABASE";
+type PglockErrorCode = "ERR_PGLOCK_INVALID_ARGUMENT" | "ERR_PGLOCK_INVALID_KEY" | "ERR_PGLOCK_CLOSED" | "ERR_PGLOCK_CONNECTION" | "ERR_PGLOCK_TIMEOUT" | "ERR_PGLOCK_LOST" | "ERR_PGLOCK_EXPIRED" | "ERR_PGLOCK_DEADLOCK" | "ERR_PGLOCK_ALREADY_HELD" | "ERR_PGLOCK_LOCK_TABLE_FULL" | "ERR_PGLOCK_READ_ONLY_SERVER" | "ERR_PGLOCK_NOT_HELD" | "ERR_PGLOCK_DATABASE";
 
 type PoolDatabase = PgPoolLike | SqlTagLike;
 
@@ -341,6 +349,11 @@ interface ReleasedEvent extends HandleEvent {
 }
 
 type Rows = readonly Record<string, unknown>[];
+
+interface RunLengthOptions {
+    atLeastMs?: number;
+    atMostMs?: number;
+}
 
 declare class Semaphore {
     #private;
@@ -391,7 +404,7 @@ interface TaskOptions {
 
 type TransactionDatabase = PgClientLike | SqlTransactionLike;
 
-interface TryAcquireOptions extends TaskOptions {
+interface TryAcquireOptions extends TaskOptions, RunLengthOptions {
     shared?: boolean;
     signal?: AbortSignal;
 }
@@ -460,6 +473,7 @@ export {
   type LivenessOptions,
   Lock,
   type LockDatabase,
+  LockExpiredError,
   LockGroup,
   type LockHandle,
   LockKey,

@@ -14,6 +14,7 @@ export type PglockErrorCode =
   | "ERR_PGLOCK_CONNECTION"
   | "ERR_PGLOCK_TIMEOUT"
   | "ERR_PGLOCK_LOST"
+  | "ERR_PGLOCK_EXPIRED"
   | "ERR_PGLOCK_DEADLOCK"
   | "ERR_PGLOCK_ALREADY_HELD"
   | "ERR_PGLOCK_LOCK_TABLE_FULL"
@@ -102,8 +103,28 @@ export class LockTimeoutError extends PglockError {
 
 /** A lock that was held is no longer held (its session ended); the critical section is unprotected. */
 export class LockLostError extends PglockError {
-  constructor(message: string, options?: ErrorOptions) {
-    super("ERR_PGLOCK_LOST", message, options);
+  constructor(message: string, options?: ErrorOptions, code: PglockErrorCode = "ERR_PGLOCK_LOST") {
+    super(code, message, options);
+  }
+}
+
+/**
+ * The holder ran past its `atMostMs`: the lock was taken from it and freed for others. A
+ * `LockLostError` (code `ERR_PGLOCK_EXPIRED`): nothing the lock guards may be done after it.
+ */
+export class LockExpiredError extends LockLostError {
+  /** The key that was held. */
+  readonly key: string;
+  /** The `atMostMs` it ran past. */
+  readonly atMostMs: number;
+  constructor(key: string, atMostMs: number) {
+    super(
+      `lock ${key} was held for its atMostMs (${atMostMs} ms) and freed for others: stop the work it guards`,
+      undefined,
+      "ERR_PGLOCK_EXPIRED",
+    );
+    this.key = key;
+    this.atMostMs = atMostMs;
   }
 }
 

@@ -36,6 +36,7 @@ export {
   DeadlockError,
   InvalidArgumentError,
   InvalidLockKeyError,
+  LockExpiredError,
   LockLostError,
   LockNotHeldError,
   LockTableFullError,

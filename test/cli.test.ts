@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLocker, hashKey, inspectLocks, type Locker } from "pglock";
 import { afterEach, describe, expect, it } from "vitest";
-import { databaseUrl, eventually, locksOnKey, makePool, uniqueName } from "./support/db.js";
+import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueName } from "./support/db.js";
 import { program, run } from "./support/run.js";
 
 // The real executable, from source (the same file the bin is built from), on this suite's runtime.
@@ -78,6 +78,33 @@ describe("pglock run", () => {
     const timedOut = await pglock(["run", name, "--timeout", "200ms", "--", "true"]);
     expect(timedOut.code).toBe(75);
     expect(timedOut.stderr).toMatch(/not acquired within 200ms/);
+  });
+
+  it("--at-least keeps a finished run's key taken across processes; --at-most stops a command that runs too long", async () => {
+    // Three cron servers whose timers fire 0.3 s apart, a job of a moment: one run, not three (issue #25).
+    const name = uniqueName("cli-cron");
+    const startedAt = performance.now();
+    const runs = [];
+    for (let i = 0; i < 3; i++) {
+      runs.push(await pglock(["run", name, "--no-wait", "--at-least", "3s", "--", "echo", "ran"]));
+      await sleep(300);
+    }
+    expect(runs.map((r) => r.code)).toEqual([0, 75, 75]);
+    expect(runs.map((r) => r.stdout).join("")).toBe("ran\n");
+    // Once the run's time is up, by the server's clock, the next tick runs.
+    await sleep(Math.max(0, 3_300 - (performance.now() - startedAt)));
+    expect(await pglock(["run", name, "--no-wait", "--at-least", "3s", "--", "echo", "ran"])).toMatchObject({
+      code: 0,
+      stdout: "ran\n",
+    });
+
+    const long = uniqueName("cli-at-most");
+    const stuck = await pglock(["run", long, "--at-most", "500ms", "--kill-after", "1s", "--", "sleep", "30"]);
+    expect(stuck.code).toBe(70);
+    expect(stuck.stderr).toMatch(/the command ran past --at-most 500ms; stopping it/);
+    expect((await pglock(["run", long, "--no-wait", "--", "true"])).code).toBe(0);
+    expect((await pglock(["run", long, "--shared", "--at-least", "1s", "--", "true"])).code).toBe(2);
+    expect((await pglock(["run", long, "--at-least", "2s", "--at-most", "1s", "--", "true"])).code).toBe(2);
   });
 
   it("exits with the command's exit code and takes --id and --pair keys", async () => {

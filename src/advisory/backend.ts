@@ -18,6 +18,7 @@ import { Session } from "../session/session.js";
 import { sleep } from "../signals.js";
 import type { Statement } from "../sql/advisory.js";
 import * as sql from "../sql/advisory.js";
+import { keptFor, LeaseTable } from "../sql/lease-table.js";
 import { FencingTokens } from "./fencing.js";
 import { notifierOf } from "./notifier.js";
 import { SessionPool, type Slot } from "./sessions.js";
@@ -31,6 +32,8 @@ export interface AdvisoryBackendOptions {
   serverSettings: Liveness["serverSettings"];
   applicationName: string;
   fencingTable: string;
+  /** Where the runs of `atLeastMs` are kept (the lease table). */
+  leaseTable: string;
   deadlockTimeoutMs: number;
 }
 
@@ -59,6 +62,7 @@ export class AdvisoryBackend implements LockBackend<Holder> {
   readonly #sessions: SessionPool;
   readonly #driver: Driver;
   readonly #fencing: FencingTokens;
+  readonly #leases: LeaseTable;
   readonly #applicationName: string;
   readonly #serverSettings: Liveness["serverSettings"];
   readonly #deadlock: DeadlockWatch;
@@ -77,6 +81,7 @@ export class AdvisoryBackend implements LockBackend<Holder> {
     this.#applicationName = options.applicationName;
     this.#serverSettings = options.serverSettings;
     this.#fencing = new FencingTokens(options.fencingTable);
+    this.#leases = new LeaseTable(options.leaseTable, (text) => this.#query({ text, values: [] }));
     this.#deadlock = new DeadlockWatch(options.deadlockTimeoutMs, () =>
       readLocks((statement) => this.#query(statement), undefined, this.#server),
     );
@@ -110,6 +115,12 @@ export class AdvisoryBackend implements LockBackend<Holder> {
         await slot.session.discard(new ConnectionError("could not release locks on close", { cause: outcome }));
       }
     });
+  }
+
+  /** A run's record lives in the lease table, on the server's clock: it outlives this process (issue #25). */
+  async reserve(holder: Holder, atLeastMs: number): Promise<number | undefined> {
+    const statement = { text: this.#leases.sql.reserve, values: [holder.key.identity, atLeastMs] };
+    return keptFor(await this.#leases.run(() => this.#query(statement)));
   }
 
   request({ key, mode, holding }: LockRequest, wait: boolean, signal: AbortSignal): Promise<Holder | undefined> {

@@ -12,6 +12,7 @@ import { LIVENESS_OPTIONS, type LivenessOptions, liveness } from "../liveness.js
 import { LockerFacade } from "../locker/facade.js";
 import { driverFor } from "../session/drivers.js";
 import { sharedController } from "../signals.js";
+import { checkLeaseTable } from "../sql/lease.js";
 import { checkBoolean, checkInteger, checkMs, checkString, checkTableName, optionsObject } from "../validate.js";
 import { AdvisoryBackend } from "./backend.js";
 
@@ -35,6 +36,11 @@ export interface LockerOptions extends LivenessOptions {
   idleMs?: number;
   /** The table that keeps fencing tokens, created on first use (default `pglock_fencing`). */
   fencingTable?: string;
+  /**
+   * The lease table, where a run with `atLeastMs` is recorded on the server's clock; created on first
+   * use (default `pglock_leases`, the lease Locker's: a key kept by a run is kept from leases too).
+   */
+  leaseTable?: string;
   /**
    * How long a wait on the server by a task that holds other locks lasts before the Locker looks for
    * a deadlock, and how often it looks again while the wait goes on (default 1000; 0: never look).
@@ -75,6 +81,7 @@ export class Locker extends LockerFacade<LockHandle> {
       "applicationName",
       "idleMs",
       "fencingTable",
+      "leaseTable",
       "deadlockTimeoutMs",
       "reentrant",
       ...LIVENESS_OPTIONS,
@@ -83,6 +90,8 @@ export class Locker extends LockerFacade<LockHandle> {
     const { keepaliveMs, probeTimeoutMs, serverSettings } = liveness(options, where);
     const applicationName = checkString(options.applicationName, where, "applicationName") ?? "pglock";
     const fencingTable = checkTableName(options.fencingTable, where, "fencingTable") ?? "pglock_fencing";
+    const leaseTable =
+      options.leaseTable === undefined ? "pglock_leases" : checkLeaseTable(options.leaseTable, where, "leaseTable");
     const driver = driverFor(pool, where, { allowClient: false });
     const maxSessions = sessionCap(askedSessions, driver.sharedPoolMax);
     const idleMs = checkMs(options.idleMs, where, "idleMs") ?? driver.idleMs;
@@ -100,6 +109,7 @@ export class Locker extends LockerFacade<LockHandle> {
         serverSettings,
         applicationName: applicationNameOf(newOwner("locker", applicationName)),
         fencingTable,
+        leaseTable,
         deadlockTimeoutMs,
       },
       closing.signal,

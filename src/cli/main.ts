@@ -39,14 +39,19 @@ released when the command ends, however it ends.
   --no-wait                  do not wait: if the lock is busy, run nothing
   --busy-exit-code <n>       exit code when the lock is busy or the timeout passes (default ${EXIT_BUSY})
   --lost-exit-code <n>       exit code when the lock was lost while the command ran (default ${EXIT_LOST})
-  --kill-after <duration>    after a lost lock, SIGTERM, then SIGKILL after this long (default 10s)
+  --at-least <duration>      the key stays taken until this long after the grant, by the server's
+                             clock, even after the command ends: a cron job on several servers
+                             runs once per tick (the run is kept in the lease table)
+  --at-most <duration>       stop the command (as after a lost lock) once it has run this long
+  --kill-after <duration>    after a lost lock or --at-most, SIGTERM, then SIGKILL after this long (default 10s)
   --database <url>           the database (default: DATABASE_URL, then PG* variables)
 
-Exit codes: the command's own; ${EXIT_BUSY} busy; ${EXIT_LOST} lock lost (the command was stopped);
+Exit codes: the command's own; ${EXIT_BUSY} busy; ${EXIT_LOST} lock lost or --at-most passed (the command was stopped);
 ${EXIT_UNAVAILABLE} database unreachable; 2 usage; 127 command not found; 128+n killed by signal n.
 
 Examples:
-  pglock run nightly-report --no-wait -- ./report.sh     on one of several cron servers
+  pglock run nightly-report --no-wait --at-least 10m -- ./report.sh
+                                                         once per night, on one of several cron servers
   pglock run migrations --timeout 2m -- npm run migrate  one instance migrates, the others wait`,
   ls: `Usage: pglock ls [--key <key> [--id | --pair]] [--json | --watch [--interval <duration>]] [--database <url>]
 

@@ -25,6 +25,8 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
     "busy-exit-code": { type: "string" },
     "lost-exit-code": { type: "string" },
     "kill-after": { type: "string" },
+    "at-least": { type: "string" },
+    "at-most": { type: "string" },
     id: { type: "boolean" },
     pair: { type: "boolean" },
     database: { type: "string" },
@@ -46,6 +48,17 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
   const lostCode =
     values["lost-exit-code"] === undefined ? EXIT_LOST : parseExitCode(values["lost-exit-code"], "--lost-exit-code");
   const killAfter = values["kill-after"] === undefined ? 10_000 : parseDuration(values["kill-after"], "--kill-after");
+  const atLeastMs = values["at-least"] === undefined ? undefined : parseDuration(values["at-least"], "--at-least");
+  const atMostMs = values["at-most"] === undefined ? undefined : parseDuration(values["at-most"], "--at-most");
+  if (values.shared && (atLeastMs !== undefined || atMostMs !== undefined)) {
+    throw new UsageError("--at-least and --at-most bound one run: they need an exclusive lock, not --shared");
+  }
+  if (atLeastMs !== undefined && atMostMs !== undefined && atLeastMs > atMostMs) {
+    throw new UsageError("--at-least must not be longer than --at-most");
+  }
+  // --at-most is enforced here, not by the Locker's atMostMs: the key is freed only once the command
+  // has stopped (SIGTERM, then SIGKILL after --kill-after), so that a next run never overlaps it.
+  const runLength = atLeastMs === undefined ? {} : { atLeastMs };
 
   // The pool is the Locker's alone, but a Locker leaves one connection of any pool to its application.
   const pool = makePool(values.database, 3, timeout === undefined || timeout === 0 ? undefined : timeout);
@@ -69,8 +82,8 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
     let handle: Awaited<ReturnType<typeof locker.acquire>> | null;
     try {
       handle = values["no-wait"]
-        ? await locker.tryAcquire(key, { shared: values.shared ?? false, signal: waiting.signal })
-        : await locker.acquire(key, { shared: values.shared ?? false, timeout, signal: waiting.signal });
+        ? await locker.tryAcquire(key, { shared: values.shared ?? false, signal: waiting.signal, ...runLength })
+        : await locker.acquire(key, { shared: values.shared ?? false, timeout, signal: waiting.signal, ...runLength });
     } catch (error) {
       if (error instanceof LockTimeoutError && !reached) {
         // Busy means someone holds the lock; a server never reached is unavailable.
@@ -94,7 +107,8 @@ export async function run(args: string[], io: { error(line: string): void }): Pr
     try {
       // A signal between the grant and now: the command never starts.
       if (waiting.signal.aborted) return exitCodeFor(waiting.signal.reason);
-      return await runHolding(command, handle.signal, killAfter, lostCode, io, (forward) => {
+      const bounds = { killAfter, lostCode, atMostMs, atMost: values["at-most"] };
+      return await runHolding(command, handle.signal, bounds, io, (forward) => {
         onSignal = forward;
       });
     } finally {
@@ -153,16 +167,17 @@ function exitCodeFor(signal: NodeJS.Signals): number {
 
 /**
  * Runs the command; `forwardSignals` gets the function that signals it, in the same tick as the spawn;
- * a lost lock stops it (SIGTERM, then SIGKILL after `killAfter`).
+ * a lost lock, or `atMostMs` passed, stops it (SIGTERM, then SIGKILL after `killAfter`) and the run
+ * exits `lostCode`.
  */
 function runHolding(
   command: string[],
   lost: AbortSignal,
-  killAfter: number,
-  lostCode: number,
+  bounds: { killAfter: number; lostCode: number; atMostMs: number | undefined; atMost: string | undefined },
   io: { error(line: string): void },
   forwardSignals: (forward: (signal: NodeJS.Signals) => void) => void,
 ): Promise<number> {
+  const { killAfter, lostCode, atMostMs } = bounds;
   return new Promise((resolve) => {
     // The command runs in a process group of its own, and signals go to the whole group: commands run
     // under `sh -c` or `npm run` have grandchildren, which must not outlive the lock (issue #26).
@@ -180,17 +195,26 @@ function runHolding(
     };
     forwardSignals(signalChild);
     let killTimer: NodeJS.Timeout | undefined;
-    const onLost = () => {
-      io.error(`pglock: the lock was lost while the command ran (${(lost.reason as Error).message}); stopping it`);
+    let stopped = false;
+    const stop = (why: string) => {
+      if (stopped) return;
+      stopped = true;
+      io.error(`pglock: ${why}; stopping it`);
       signalChild("SIGTERM");
       killTimer = setTimeout(() => signalChild("SIGKILL"), killAfter);
     };
+    const onLost = () => stop(`the lock was lost while the command ran (${(lost.reason as Error).message})`);
     lost.addEventListener("abort", onLost, { once: true });
+    const atMostTimer =
+      atMostMs === undefined
+        ? undefined
+        : setTimeout(() => stop(`the command ran past --at-most ${bounds.atMost}`), atMostMs);
     const finish = (code: number) => {
       guardian?.stand();
       lost.removeEventListener("abort", onLost);
       clearTimeout(killTimer);
-      resolve(lost.aborted ? lostCode : code);
+      clearTimeout(atMostTimer);
+      resolve(stopped ? lostCode : code);
     };
     child.on("error", (error) => {
       io.error(`pglock: cannot run ${JSON.stringify(command[0])}: ${error.message}`);

@@ -30,6 +30,12 @@ export interface LockBackend<H extends Handle> {
   request(request: LockRequest, wait: boolean, signal: AbortSignal): Promise<H | undefined>;
   /** Gives a granted exclusive handle its fencing token; releases the handle if that fails. */
   fence(handle: H): Promise<void>;
+  /**
+   * Records, on the server's clock, that the key stays taken until `atLeastMs` from now, unless a run
+   * recorded earlier keeps it taken still. Resolves undefined when recorded, or how many ms the earlier
+   * run keeps the key. Called while `handle` holds the key.
+   */
+  reserve(handle: H, atLeastMs: number): Promise<number | undefined>;
   /** Wake-ups for the Locker's semaphores. */
   readonly wakeups: Wakeups;
   /** Connections held now, and requests not yet granted. */

@@ -2,7 +2,7 @@
  * The one implementation of a handle's life cycle that the three backends share: release once, loss
  * once, the `released` and `lost` events, and what the task context (task.ts) needs to know of it.
  */
-import type { LockLostError } from "../errors.js";
+import { LockExpiredError, type LockLostError } from "../errors.js";
 import type { LockKey } from "../key.js";
 import { publishLost, publishReleased } from "./events.js";
 import type { LockHandle } from "./handle.js";
@@ -24,6 +24,9 @@ export abstract class Handle implements LockHandle {
   #released: Promise<void> | undefined;
   /** The façade's set of held handles, which this one leaves when released or lost. */
   #heldIn: Set<Handle> | undefined;
+  /** atMostMs: when (performance.now()) the lock is taken from the holder, and the timer that does it. */
+  #expiresAt: number | undefined;
+  #expiryTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(owner: object, key: LockKey, shared: boolean) {
     this.key = key;
@@ -68,6 +71,43 @@ export abstract class Handle implements LockHandle {
     this.#heldIn = held;
   }
 
+  /**
+   * Takes the lock from the holder `ms` from now (atMostMs): its signal aborts with a
+   * `LockExpiredError` and the lock is freed for others, whether or not the holder releases.
+   */
+  expireAfter(ms: number): void {
+    this.#expiresAt = performance.now() + ms;
+    this.#armExpiry();
+  }
+
+  /** Moves the atMostMs deadline to `ms` from now, if that is later (a lease's `extend`). */
+  protected postponeExpiry(ms: number): void {
+    if (this.#expiresAt === undefined) return;
+    this.#expiresAt = Math.max(this.#expiresAt, performance.now() + ms);
+    this.#armExpiry();
+  }
+
+  #armExpiry() {
+    clearTimeout(this.#expiryTimer);
+    const at = this.#expiresAt as number;
+    // Unref'd: the holder's work keeps the process alive, not its deadline.
+    this.#expiryTimer = setTimeout(() => this.#expire(), Math.max(0, at - performance.now()));
+    this.#expiryTimer.unref?.();
+  }
+
+  #expire() {
+    if (!this.held) return;
+    const limit = Math.round((this.#expiresAt as number) - this.grantedAt);
+    const error = new LockExpiredError(this.key.toString(), limit);
+    this.#end();
+    this.onExpired();
+    // Freed as a release would free it; the holder's own release() later does nothing.
+    this.#released = this.freeOnServer().catch(() => {});
+    this.#lost ??= new AbortController();
+    this.#lost.abort(error);
+    publishLost(() => ({ handle: this, key: this.key, shared: this.shared, error }));
+  }
+
   /** The lock is gone (its session ended, its lease expired, the Locker closed): tell the holder. */
   lose(error: LockLostError): void {
     if (this.#lost?.signal.aborted) return;
@@ -86,6 +126,9 @@ export abstract class Handle implements LockHandle {
 
   /** What a loss leaves to the backend (nothing by default: the server freed the lock already). */
   protected onLost(_error: LockLostError): void {}
+
+  /** What the backend stops when the holder ran past its atMostMs (a lease's renewals). */
+  protected onExpired(): void {}
 
   /** The server session that holds the lock, for the deadlock check; undefined when not a session lock. */
   protected backendPid(): number | undefined {
@@ -106,5 +149,6 @@ export abstract class Handle implements LockHandle {
   #end() {
     this.#heldIn?.delete(this);
     this.#heldIn = undefined;
+    clearTimeout(this.#expiryTimer);
   }
 }

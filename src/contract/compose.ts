@@ -5,9 +5,9 @@
 import { ClosedError, InvalidArgumentError, LockTimeoutError } from "../errors.js";
 import { describe, type LockKey, type LockKeyInput, type LockMode, lockKey } from "../key.js";
 import { linkSignals, timeoutSignal } from "../signals.js";
-import { checkBoolean, checkMs, checkSignal, optionsObject } from "../validate.js";
+import { checkBoolean, checkInteger, checkMs, checkSignal, optionsObject } from "../validate.js";
 import type { LockHandle } from "./handle.js";
-import type { AcquireAllOptions, TaskOptions } from "./options.js";
+import type { AcquireAllOptions, RunLengthOptions, TaskOptions } from "./options.js";
 import { type HeldLock, heldLocksOf, holdingOf, reenter, registerHeld, runHolding } from "./task.js";
 
 export interface AcquireArguments {
@@ -20,13 +20,20 @@ export interface AcquireArguments {
   holding: readonly HeldLock[];
   /** A level of a lock the task holds already (`reentrant`): the call's answer, with no server work. */
   level: LockHandle | undefined;
+  /** RunLengthOptions, 0 when not given. */
+  atLeastMs: number;
+  atMostMs: number;
 }
+
+/** The longest run length: one day (timers past 2^31 - 1 ms fire at once). */
+const MAX_RUN_MS = 86_400_000;
 
 /** The checks every Locker runs on acquire/tryAcquire arguments, before anything else happens. */
 export function parseAcquire(
   where: "acquire" | "tryAcquire",
   key: LockKeyInput,
-  options: { shared?: boolean; timeout?: number; signal?: AbortSignal; fencing?: boolean } & TaskOptions,
+  options: { shared?: boolean; timeout?: number; signal?: AbortSignal; fencing?: boolean } & TaskOptions &
+    RunLengthOptions,
   closed: boolean,
   locker: { owner: object; reentrant: boolean },
 ): AcquireArguments {
@@ -34,8 +41,8 @@ export function parseAcquire(
     options,
     where,
     where === "acquire"
-      ? ["shared", "timeout", "signal", "fencing", "holding", "reentrant"]
-      : ["shared", "signal", "holding", "reentrant"],
+      ? ["shared", "timeout", "signal", "fencing", "holding", "reentrant", "atLeastMs", "atMostMs"]
+      : ["shared", "signal", "holding", "reentrant", "atLeastMs", "atMostMs"],
   );
   const normalized = lockKey(key);
   const shared = checkBoolean(options.shared, where, "shared") ?? false;
@@ -45,13 +52,30 @@ export function parseAcquire(
   if (fencing && shared) {
     throw new InvalidArgumentError("acquire: options.fencing needs an exclusive lock: a token orders single holders");
   }
+  const atLeastMs = checkInteger(options.atLeastMs, where, "options.atLeastMs", 0, MAX_RUN_MS) ?? 0;
+  const atMostMs = checkInteger(options.atMostMs, where, "options.atMostMs", 0, MAX_RUN_MS) ?? 0;
+  if ((atLeastMs > 0 || atMostMs > 0) && shared) {
+    throw new InvalidArgumentError(
+      `${where}: options.atLeastMs and atMostMs need an exclusive lock: they bound one run`,
+    );
+  }
+  if (atMostMs > 0 && atLeastMs > atMostMs) {
+    throw new InvalidArgumentError(
+      `${where}: options.atLeastMs (${atLeastMs}) must not exceed atMostMs (${atMostMs}): the key could not stay taken longer than it may be held`,
+    );
+  }
   const reentrant = checkBoolean(options.reentrant, where, "reentrant") ?? locker.reentrant;
   const holding = holdingOf(options.holding, where);
   if (closed) throw new ClosedError("the Locker");
   signal?.throwIfAborted();
   const mode = shared ? "shared" : "exclusive";
   const level = reenter(holding, locker.owner, normalized, mode, reentrant, where);
-  return { key: normalized, mode, signal, timeout, fencing, holding, level };
+  if (level && (atLeastMs > 0 || atMostMs > 0)) {
+    throw new InvalidArgumentError(
+      `${where}: the task holds lock ${normalized} already: a level of it cannot have its own atLeastMs or atMostMs`,
+    );
+  }
+  return { key: normalized, mode, signal, timeout, fencing, holding, level, atLeastMs, atMostMs };
 }
 
 export function checkFn(fn: unknown, where: string): void {

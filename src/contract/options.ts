@@ -25,8 +25,31 @@ export interface TaskOptions {
   reentrant?: boolean;
 }
 
+/**
+ * How long a run holds its key, for scheduled jobs (exclusive locks only). Both are measured from the
+ * grant; `atLeastMs` by the server's clock.
+ */
+export interface RunLengthOptions {
+  /**
+   * After the holder releases (or its process exits), the key stays taken until this many ms after
+   * the grant, by the server's clock: a job shorter than the spread of its replicas' timers then runs
+   * once per tick, not once per replica. Kept in the lease table (`leaseTable`), and honoured by every
+   * call on the key that passes `atLeastMs`, and by every lease; a call without it pays nothing.
+   * @defaultValue 0 (the key is free at release)
+   */
+  atLeastMs?: number;
+  /**
+   * The longest the holder may keep the key: then its `signal` aborts with `LockExpiredError` and the
+   * key is freed for others, even if the holder never releases. What the holder does after that is
+   * no longer guarded. Enforced by this process's timer (and, on a lease, by its TTL if the process
+   * stops): see the README's "Scheduled jobs".
+   * @defaultValue no limit
+   */
+  atMostMs?: number;
+}
+
 /** Options of `acquire` and `withLock`. */
-export interface AcquireOptions extends TaskOptions {
+export interface AcquireOptions extends TaskOptions, RunLengthOptions {
   /**
    * Take the lock shared: shared holders coexist; an exclusive holder excludes everyone.
    * @defaultValue false
@@ -50,7 +73,7 @@ export interface AcquireOptions extends TaskOptions {
 }
 
 /** Options of `tryAcquire` and `tryWithLock`. */
-export interface TryAcquireOptions extends TaskOptions {
+export interface TryAcquireOptions extends TaskOptions, RunLengthOptions {
   /**
    * Take the lock shared.
    * @defaultValue false

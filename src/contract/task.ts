@@ -127,6 +127,9 @@ function levelOf(outer: HeldLock): LockHandle {
       released = true;
     },
   };
+  // A lease's level extends the lease it is a level of.
+  const extend = (inner as { extend?: (ms: number) => Promise<void> }).extend;
+  if (extend) Object.assign(level, { extend: (ms: number) => extend.call(inner, ms) });
   registerHeld(level, { ...outer, handle: level, isHeld: () => !released && outer.isHeld() });
   return level;
 }

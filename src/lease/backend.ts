@@ -4,11 +4,11 @@
  * lease/locker.ts for what the holder is told, and when.
  */
 import type { LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
-import { ConnectionError, DatabaseError, LockNotHeldError } from "../errors.js";
+import { ConnectionError, LockNotHeldError } from "../errors.js";
 import type { LockKey, LockMode } from "../key.js";
 import { PendingCalls, settleWithin } from "../pending.js";
-import { sqlState } from "../server-errors.js";
-import { CLEAN_UP_BATCH, LEASE_TIMELINE_SHIFT, type LeaseStatements, leaseStatements } from "../sql/lease.js";
+import { CLEAN_UP_BATCH, type LeaseStatements } from "../sql/lease.js";
+import { keptFor, LeaseTable } from "../sql/lease-table.js";
 import { Lease, type LeaseOwner, type LeaseSettings } from "./lease.js";
 import type { LeaseQuery } from "./query.js";
 import { localWakeups, pause, wake } from "./wakeups.js";
@@ -28,6 +28,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
   readonly #settings: LeaseSettings;
   readonly #query: LeaseQuery;
   readonly #sql: LeaseStatements;
+  readonly #leases: LeaseTable;
   readonly #table: string;
   readonly #holderPrefix: string;
   /** Statements that outlive the call that sent them (take-backs, clean-ups): close() waits for them. */
@@ -37,7 +38,6 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
   /** Renewals waiting to be sent, and batches out (renewOnServer). */
   readonly #renewals: { handle: Lease; resolve(renewed: boolean): void; reject(error: unknown): void }[] = [];
   #renewalsOut = 0;
-  #created: Promise<void> | undefined;
   #lastCleanUp = Number.NEGATIVE_INFINITY;
   #announced: Promise<void> | undefined;
   readonly wakeups: Wakeups;
@@ -47,7 +47,8 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
     this.#settings = settings;
     this.#table = settings.table;
     this.#holderPrefix = settings.holderPrefix;
-    this.#sql = leaseStatements(settings.table);
+    this.#leases = new LeaseTable(settings.table, (text) => this.#query(text, []));
+    this.#sql = this.#leases.sql;
     this.wakeups = localWakeups(settings.table);
   }
 
@@ -61,6 +62,10 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
 
   /** A lease has its token from the statement that granted it. */
   async fence(): Promise<void> {}
+
+  async reserve(handle: Lease, atLeastMs: number): Promise<number | undefined> {
+    return keptFor(await this.#run(this.#sql.reserve, [handle.key.identity, atLeastMs]));
+  }
 
   stats(): { sessions: number; waiting: number } {
     return { sessions: 0, waiting: this.#waiting };
@@ -217,24 +222,8 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
   }
 
   /** Runs a statement; the first time the table is missing, creates it (and its sequence) and runs it again. */
-  async #run(text: string, params: unknown[], signal?: AbortSignal, afterAbandoned?: () => void) {
-    try {
-      return await this.#bounded(text, params, signal, afterAbandoned);
-    } catch (error) {
-      if (sqlState((error as Error).cause) !== "42P01") throw error;
-      // The table is there but its token sequence is gone (an operator dropped it): a new sequence
-      // would start again at 1, below tokens already given. Refuse rather than go back (issue #26).
-      if (String(((error as Error).cause as Error | undefined)?.message).includes(`${this.#table}_token"`)) {
-        throw new DatabaseError(
-          `the lease table's token sequence ${this.#table}_token is missing: pglock will not recreate it, since new ` +
-            `tokens would start below those already given; recreate it above them: CREATE SEQUENCE ${this.#table}_token; ` +
-            `SELECT setval('${this.#table}_token', (SELECT max(token) & ((1::int8 << ${LEASE_TIMELINE_SHIFT}) - 1) FROM ${this.#table}))`,
-          { cause: (error as Error).cause },
-        );
-      }
-      await this.#create();
-      return await this.#bounded(text, params, signal, afterAbandoned);
-    }
+  #run(text: string, params: unknown[], signal?: AbortSignal, afterAbandoned?: () => void) {
+    return this.#leases.run(() => this.#bounded(text, params, signal, afterAbandoned));
   }
 
   /**
@@ -285,23 +274,5 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
         },
       );
     });
-  }
-
-  #create(): Promise<void> {
-    this.#created ??= (async () => {
-      for (const statement of this.#sql.create) {
-        try {
-          await this.#query(statement, []);
-        } catch (error) {
-          // Created by another process at the same moment: it exists, which is what was wanted.
-          const state = sqlState((error as Error).cause);
-          if (state !== "23505" && state !== "42P07") throw error;
-        }
-      }
-    })().catch((error: unknown) => {
-      this.#created = undefined;
-      throw error;
-    });
-    return this.#created;
   }
 }

@@ -3,11 +3,19 @@ import { Handle } from "../contract/base-handle.js";
 import type { LockHandle } from "../contract/handle.js";
 import { LockLostError } from "../errors.js";
 import type { LockKey } from "../key.js";
+import { checkInteger } from "../validate.js";
 
 /** A held lease: a {@link LockHandle} whose fencing token is always there. */
 export interface LeaseHandle extends LockHandle {
   /** Strictly increasing per key across every grant, drawn by the statement that granted the lease. */
   readonly fencingToken: bigint;
+  /**
+   * For a long job: renews the lease now, and, when it was taken with `atMostMs`, moves that deadline
+   * to `ms` from now (never earlier).
+   * @throws LockLostError when the lease is lost (it expired, or was taken from the holder).
+   * @throws InvalidArgumentError when `ms` is not an integer in [1, 86400000].
+   */
+  extend(ms: number): Promise<void>;
 }
 
 /** A lease Locker's settings, after defaults. */
@@ -69,8 +77,28 @@ export class Lease extends Handle implements LeaseHandle {
     return super.release();
   }
 
+  async extend(ms: number): Promise<void> {
+    checkInteger(ms, "extend", "ms", 1, 86_400_000);
+    if (!this.held) throw this.signal.reason ?? new LockLostError(`the lease on ${this.key} was released`);
+    const sentAt = performance.now();
+    const renewed = await this.#backend.renewOnServer(this);
+    if (!this.held) throw this.signal.reason ?? new LockLostError(`the lease on ${this.key} was released`);
+    if (!renewed) {
+      const error = new LockLostError(`the lease on ${this.key} was no longer held when extended`);
+      this.lose(error);
+      throw error;
+    }
+    this.#deadline = Math.max(this.#deadline, sentAt + this.#settings.ttlMs - this.#settings.expiryMarginMs);
+    this.#armDeadline();
+    this.postponeExpiry(ms);
+  }
+
   protected override freeOnServer(): Promise<void> {
     return this.#backend.free(this);
+  }
+
+  protected override onExpired(): void {
+    this.#stop();
   }
 
   protected override onLost(): void {

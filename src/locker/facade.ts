@@ -6,7 +6,14 @@
  */
 import type { LockBackend } from "../contract/backend.js";
 import type { Handle } from "../contract/base-handle.js";
-import { acquireAll, checkFn, type LockGroup, parseAcquire, runHeld } from "../contract/compose.js";
+import {
+  type AcquireArguments,
+  acquireAll,
+  checkFn,
+  type LockGroup,
+  parseAcquire,
+  runHeld,
+} from "../contract/compose.js";
 import { publishAcquired, traceAcquire } from "../contract/events.js";
 import type { LockHandle } from "../contract/handle.js";
 import type {
@@ -21,7 +28,7 @@ import type { LockKeyInput } from "../key.js";
 import { LeaderElection } from "../patterns/leader.js";
 import { Semaphore } from "../patterns/semaphore.js";
 import { PendingCalls } from "../pending.js";
-import { linkSignals, timeoutSignal } from "../signals.js";
+import { linkSignals, sleep, timeoutSignal } from "../signals.js";
 
 /**
  * Any Locker: the session Locker (`createLocker`), the lease Locker (`createLeaseLocker`) or the
@@ -181,10 +188,10 @@ export abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H>
         const linked = linkSignals(args.signal, timer?.signal, this.#closing.signal);
         try {
           const startedAt = performance.now();
-          const granted = await this.#backend.request(args, timeout !== 0, linked.signal);
+          const granted = await this.#take(args, timeout !== 0, linked.signal);
           if (granted === undefined) throw new LockTimeoutError(args.key.toString(), 0);
           if (args.fencing) await this.#backend.fence(granted);
-          return this.#handOut(granted, startedAt);
+          return this.#handOut(granted, startedAt, args.atMostMs);
         } finally {
           linked.dispose();
           timer?.dispose();
@@ -203,8 +210,8 @@ export abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H>
         const linked = linkSignals(args.signal, this.#closing.signal);
         try {
           const startedAt = performance.now();
-          const granted = await this.#backend.request(args, false, linked.signal);
-          return granted && this.#handOut(granted, startedAt);
+          const granted = await this.#take(args, false, linked.signal);
+          return granted && this.#handOut(granted, startedAt, args.atMostMs);
         } finally {
           linked.dispose();
         }
@@ -217,8 +224,33 @@ export abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H>
     return { owner: this.#backend, reentrant: this.#reentrant };
   }
 
-  #handOut(handle: Handle, startedAt: number): Handle {
+  /**
+   * The backend's grant; with `atLeastMs`, only once no earlier run keeps the key taken (a run's
+   * record outlives its holder: issue #25). A key kept by an earlier run is released and, while
+   * `wait`, asked for again when that run's time is up.
+   */
+  async #take(args: AcquireArguments, wait: boolean, signal: AbortSignal): Promise<Handle | undefined> {
+    for (;;) {
+      const granted = await this.#backend.request(args, wait, signal);
+      if (granted === undefined || args.atLeastMs === 0) return granted;
+      let keptFor: number | undefined;
+      try {
+        keptFor = await this.#backend.reserve(granted, args.atLeastMs);
+      } catch (error) {
+        await granted.release().catch(() => {});
+        throw error;
+      }
+      if (keptFor === undefined) return granted;
+      await granted.release();
+      if (!wait) return undefined;
+      // Replicas that wait for the same run's end do not all come back at once.
+      await sleep(keptFor + Math.random() * 50, signal);
+    }
+  }
+
+  #handOut(handle: Handle, startedAt: number, atMostMs: number): Handle {
     if (!handle.held) return handle;
+    if (atMostMs > 0) handle.expireAfter(atMostMs);
     handle.heldIn(this.#held);
     publishAcquired(() => ({ handle, key: handle.key, shared: handle.shared, waitMs: performance.now() - startedAt }));
     return handle;

@@ -31,6 +31,8 @@ interface KeyState {
 export class MemoryLockServer {
   /** @internal */ readonly keys = new Map<string, KeyState>();
   /** @internal */ readonly tokens = new Map<string, bigint>();
+  /** @internal until when (performance.now()) a run with atLeastMs keeps each key. */
+  readonly runs = new Map<string, number>();
   /** @internal */ readonly events: EventEmitter = new EventEmitter().setMaxListeners(0);
 
   /** @internal */
@@ -140,6 +142,14 @@ class MemoryBackend implements LockBackend<MemoryHandle> {
     const token = (this.#server.tokens.get(handle.key.identity) ?? 0n) + 1n;
     this.#server.tokens.set(handle.key.identity, token);
     handle.fencingToken = token;
+  }
+
+  async reserve(handle: MemoryHandle, atLeastMs: number): Promise<number | undefined> {
+    const now = performance.now();
+    const kept = (this.#server.runs.get(handle.key.identity) ?? 0) - now;
+    if (kept > 0) return kept;
+    this.#server.runs.set(handle.key.identity, now + atLeastMs);
+    return undefined;
   }
 
   readonly wakeups: Wakeups = {

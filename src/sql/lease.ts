@@ -59,6 +59,12 @@ export function createStatements(table: string): string[] {
  */
 export const TTL_ROW = "#ttl";
 
+/**
+ * The holder entry of a run's `atLeastMs`: alive until the run's time is up, so every grant of the key
+ * (a lease's, or a session lock's with `atLeastMs`) is refused until then. No holder id looks like it.
+ */
+export const AT_LEAST = "#at-least";
+
 /** Rows one clean-up statement deletes at most; a full batch is followed by another (lease/locker.ts). */
 export const CLEAN_UP_BATCH = 1_000;
 
@@ -84,6 +90,12 @@ export interface LeaseStatements {
   readonly cleanUp: string;
   /** $1 ttl ms: records it as the longest TTL used on the table, if it is (the TTL_ROW row). */
   readonly announceTtl: string;
+  /**
+   * $1 key, $2 at-least ms: records a run of the key, which keeps it taken for $2 ms by the server's
+   * clock (the AT_LEAST entry among its holders), unless an earlier run keeps it still. One row:
+   * `reserved` 1 or 0, and `kept_ms`, how long the earlier run keeps it (null if unknown).
+   */
+  readonly reserve: string;
   readonly create: readonly string[];
 }
 
@@ -148,6 +160,16 @@ export function leaseStatements(table: string): LeaseStatements {
       `d AS (DELETE FROM ${table} AS l WHERE l.lock_key IN (SELECT c.lock_key FROM ${table} AS c, retention ` +
       `WHERE c.expires_at < now() - retention.span LIMIT ${CLEAN_UP_BATCH} FOR UPDATE OF c SKIP LOCKED) ` +
       "AND l.expires_at < now() RETURNING 1) SELECT count(*)::int4 AS deleted FROM d",
+    reserve:
+      `WITH r AS (INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
+      `SELECT $1::text, false, pg_catalog.jsonb_build_object('${AT_LEAST}', ${NOW_MS} + $2::int8), ` +
+      `now() + $2::int8 * interval '1 millisecond', ${token} FROM ${DURABLE_COMMIT} ` +
+      "ON CONFLICT (lock_key) DO UPDATE SET holders = l.holders || EXCLUDED.holders, " +
+      "expires_at = GREATEST(l.expires_at, EXCLUDED.expires_at) " +
+      `WHERE NOT coalesce((l.holders ->> '${AT_LEAST}')::int8 > ${NOW_MS}, false) RETURNING 1) ` +
+      // The earlier run, as this statement's snapshot shows it (the CTE's own write is not in it).
+      "SELECT (SELECT count(*) FROM r)::int4 AS reserved, " +
+      `(SELECT (c.holders ->> '${AT_LEAST}')::int8 - ${NOW_MS} FROM ${table} AS c WHERE c.lock_key = $1::text)::int8 AS kept_ms`,
     announceTtl:
       `INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
       `VALUES ('${TTL_ROW}', false, '{}'::jsonb, 'infinity', $1::int8) ` +

@@ -12,6 +12,7 @@ import {
   createLeaseLocker,
   InvalidArgumentError,
   InvalidLockKeyError,
+  LockExpiredError,
   LockLostError,
   LockTimeoutError,
   type PoolDatabase,
@@ -216,6 +217,51 @@ export function contractCases(implementation: () => Implementation): void {
     }
   });
 
+  it("atLeastMs keeps the key taken after the holder released and its Locker closed, until the run's time is up", async () => {
+    const { make } = setup();
+    const [a, b, c] = [make(), make(), make()];
+    const key = uniqueKey();
+    const grantedAt = performance.now();
+    // A job far shorter than the spread of its replicas' timers: it runs once, not once per replica.
+    expect(await a.tryWithLock(key, () => "ran", { atLeastMs: 1500 })).toEqual({ acquired: true, value: "ran" });
+    await a.close(); // the process that ran it may exit at once: the run's record is not in it
+    expect(await b.tryWithLock(key, () => "twice", { atLeastMs: 1500 })).toEqual({ acquired: false });
+    expect(await b.tryAcquire(key, { atLeastMs: 1500 })).toBeNull();
+    await expect(b.acquire(key, { atLeastMs: 1500, timeout: 0 })).rejects.toBeInstanceOf(LockTimeoutError);
+    // A waiting acquire is granted once the run's time is up, and records a run of its own.
+    const next = await c.acquire(key, { atLeastMs: 1500, timeout: 10_000 });
+    expect(performance.now() - grantedAt).toBeGreaterThan(1_200);
+    await next.release();
+    expect(await b.tryAcquire(key, { atLeastMs: 1500 })).toBeNull();
+  });
+
+  it("atMostMs takes the key from a holder that never lets go: LockExpiredError, and others get it", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const key = uniqueKey();
+    const stuck = await a.acquire(key, { atMostMs: 400 });
+    const waiter = b.acquire(key, { timeout: 10_000 });
+    await eventually(() => stuck.signal.aborted);
+    expect(stuck.signal.reason).toBeInstanceOf(LockExpiredError);
+    expect(stuck.signal.reason).toBeInstanceOf(LockLostError);
+    expect(stuck.signal.reason).toMatchObject({ code: "ERR_PGLOCK_EXPIRED", atMostMs: 400 });
+    const next = await waiter;
+    expect(a.stats().held).toBe(0);
+    await stuck.release(); // the holder's late release changes nothing
+    expect(await a.tryAcquire(key)).toBeNull();
+    await next.release();
+    // withLock reports it: the callback's work was not protected to the end.
+    const ran = a.withLock(key, (signal) => new Promise((resolve) => signal.addEventListener("abort", resolve)), {
+      atMostMs: 300,
+    });
+    await expect(ran).rejects.toBeInstanceOf(LockExpiredError);
+    // A run that ends in time keeps its signal quiet.
+    const quick = await a.acquire(key, { atMostMs: 300 });
+    await quick.release();
+    await sleep(400);
+    expect(quick.signal.aborted).toBe(false);
+  });
+
   it("fencing tokens strictly increase per key; acquireAll is all or nothing", async () => {
     const { make } = setup();
     const [a, b] = [make(), make()];
@@ -278,6 +324,11 @@ export function contractCases(implementation: () => Implementation): void {
     await expect(a.tryAcquire(1, { shared: 1 as never })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(a.withLock(1, null as never)).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(a.acquire(1, { shared: true, fencing: true })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(a.acquire(1, { shared: true, atLeastMs: 10 })).rejects.toThrow(/need an exclusive lock/);
+    await expect(a.tryAcquire(1, { atLeastMs: 2000, atMostMs: 1000 })).rejects.toThrow(
+      /atLeastMs \(2000\) must not exceed atMostMs \(1000\)/,
+    );
+    await expect(a.withLock(1, () => {}, { atMostMs: -1 })).rejects.toThrow(/options.atMostMs must be an integer/);
     expect(a.stats()).toMatchObject({ held: 0, waiting: 0 });
   });
 
