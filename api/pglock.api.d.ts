@@ -499,6 +499,7 @@ export {
   type QueryFunction,
   ReadOnlyServerError,
   type ReleasedEvent,
+  type RunLengthOptions,
   Semaphore,
   type SemaphoreAcquireOptions,
   type SemaphoreHandle,

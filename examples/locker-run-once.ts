@@ -1,25 +1,21 @@
-// Run once: every instance's cron fires the job; tryWithLock runs it on one of them.
+// Run once across replicas: every replica's cron fires, at slightly different moments; tryWithLock
+// with atLeastMs runs the job on the first of them, and the key stays taken for the rest of the
+// tick (by the server's clock), so the later ones skip it even though the job is long done.
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { createLocker } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
-const instances = [createLocker(pool), createLocker(pool), createLocker(pool)];
-let turnedAway = 0;
+const replicas = [createLocker(pool), createLocker(pool), createLocker(pool)];
+const job = `nightly-cleanup-${process.pid}`;
 
 const results = await Promise.all(
-  instances.map(async (locker, i) => {
-    const result = await locker.tryWithLock("nightly-cleanup", async () => {
-      // A lock excludes only runs that overlap: the job outlasts the other instances' tries (a real
-      // clean-up takes minutes; this one lasts until they have been turned away, at most 10 s).
-      for (let waited = 0; turnedAway < instances.length - 1 && waited < 10_000; waited += 20) await sleep(20);
-      return `instance ${i + 1} cleaned up`;
-    });
-    if (!result.acquired) turnedAway++;
-    return result;
+  replicas.map(async (locker, i) => {
+    await sleep(200 * i); // replica i's timer fires 200 ms after replica i-1's
+    return locker.tryWithLock(job, async () => `replica ${i + 1} cleaned up`, { atLeastMs: 60_000 });
   }),
 );
-for (const result of results) console.log(result.acquired ? result.value : "skipped: another instance runs it");
+for (const result of results) console.log(result.acquired ? result.value : "skipped: it ran on another replica");
 if (results.filter((r) => r.acquired).length !== 1) throw new Error("the job must run exactly once");
-await Promise.all(instances.map((locker) => locker.close()));
+await Promise.all(replicas.map((locker) => locker.close()));
 await pool.end();

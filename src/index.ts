@@ -16,6 +16,7 @@ export type {
   AcquireAllOptions,
   AcquireOptions,
   LockerStats,
+  RunLengthOptions,
   TaskOptions,
   TryAcquireOptions,
 } from "./contract/options.js";

@@ -1,0 +1,34 @@
+// Recipe: node-cron on every replica, the job once per tick: as with croner, the scheduled callback
+// runs the job under tryWithLock with atLeastMs. Three replicas share this process here, their
+// clocks 0, 100 and 200 ms apart.
+import { setTimeout as sleep } from "node:timers/promises";
+import cron from "node-cron";
+import pg from "pg";
+import { createLocker } from "pglock";
+
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+const job = `node-cron-report-${process.pid}`;
+const runs: number[] = [];
+
+const replicas = [0, 100, 200].map((skewMs, replica) => {
+  const locker = createLocker(pool);
+  const task = cron.schedule("* * * * * *", async () => {
+    await sleep(skewMs);
+    await locker.tryWithLock(
+      job,
+      async () => {
+        runs.push(Math.floor(Date.now() / 1000));
+        console.log(`replica ${replica + 1} ran the job`);
+      },
+      { atLeastMs: 500, atMostMs: 900 },
+    );
+  });
+  return { locker, task };
+});
+
+await sleep(3_500);
+for (const { task } of replicas) await task.stop();
+await sleep(400); // the last tick's callbacks
+await Promise.all(replicas.map(({ locker }) => locker.close()));
+await pool.end();
+if (runs.length < 3 || new Set(runs).size !== runs.length) throw new Error(`one run per second expected: ${runs}`);
