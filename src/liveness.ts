@@ -19,7 +19,7 @@
 import { InvalidArgumentError } from "./errors.js";
 import { checkMs } from "./validate.js";
 
-/** How a session that stopped answering is found and ended: on the client, and on the server. See the README's "liveness bound". */
+/** How a session that stopped answering is found and ended: on the client, and on the server. See "the liveness bound" in docs/deploying.md. */
 export interface LivenessOptions {
   /** How often an idle session is probed, and the TCP keepalive delay, in ms (default 5000; 0: no probes). */
   keepaliveMs?: number;

@@ -42,7 +42,7 @@ export interface RunLengthOptions {
    * The longest the holder may keep the key: then its `signal` aborts with `LockExpiredError` and the
    * key is freed for others, even if the holder never releases. What the holder does after that is
    * no longer guarded. Enforced by this process's timer (and, on a lease, by its TTL if the process
-   * stops): see the README's "Scheduled jobs".
+   * stops): see the guide to scheduled jobs (docs/scheduled-jobs.md).
    * @defaultValue no limit
    */
   atMostMs?: number;
