@@ -39,6 +39,25 @@ describe("the README and the guides", () => {
     );
   });
 
+  it("every TypeScript block is an example's code, or names the test that runs it", () => {
+    const unchecked: string[] = [];
+    for (const page of pages) {
+      const lines = text(page).split("\n");
+      let open = false;
+      lines.forEach((line, i) => {
+        if (!line.startsWith("```")) return;
+        if (!open && line === "```ts") {
+          const marker = /^<!-- (?:(examples\/[\w-]+\.ts)|checked by ([\w/.-]+\.test\.ts)) -->$/.exec(
+            lines[i - 1] ?? "",
+          );
+          if (!marker || !existsSync((marker[1] ?? marker[2]) as string)) unchecked.push(`${page}:${i + 1}`);
+        }
+        open = !open;
+      });
+    }
+    expect(unchecked).toEqual([]);
+  });
+
   it("every relative link leads to a file of the project, and every #anchor to a heading", () => {
     const broken: string[] = [];
     for (const page of pages) {
