@@ -66,12 +66,7 @@ interface AnyLocker<H extends LockHandle = LockHandle> extends AsyncDisposable {
     acquire(key: LockKeyInput, options?: AcquireOptions): Promise<H>;
     tryAcquire(key: LockKeyInput, options?: TryAcquireOptions): Promise<H | null>;
     withLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: AcquireOptions): Promise<T>;
-    tryWithLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: TryAcquireOptions): Promise<{
-        acquired: false;
-    } | {
-        acquired: true;
-        value: T;
-    }>;
+    tryWithLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: TryAcquireOptions): Promise<TryResult<T>>;
     acquireAll(keys: readonly LockKeyInput[], options?: AcquireAllOptions): Promise<LockGroup>;
     semaphore(name: string, permits: number): Semaphore;
     leaderElection(name: LockKeyInput): LeaderElection;
@@ -257,12 +252,7 @@ declare abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H
     acquire(key: LockKeyInput, options?: AcquireOptions): Promise<H>;
     tryAcquire(key: LockKeyInput, options?: TryAcquireOptions): Promise<H | null>;
     withLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: AcquireOptions): Promise<T>;
-    tryWithLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: TryAcquireOptions): Promise<{
-        acquired: false;
-    } | {
-        acquired: true;
-        value: T;
-    }>;
+    tryWithLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: TryAcquireOptions): Promise<TryResult<T>>;
     acquireAll(keys: readonly LockKeyInput[], options?: AcquireAllOptions): Promise<LockGroup>;
     semaphore(name: string, permits: number): Semaphore;
     leaderElection(name: LockKeyInput): LeaderElection;
@@ -334,9 +324,11 @@ type PglockErrorCode = "ERR_PGLOCK_INVALID_ARGUMENT" | "ERR_PGLOCK_INVALID_KEY" 
 
 type PoolDatabase = PgPoolLike | SqlTagLike;
 
-type QueryFunction = (text: string, params: unknown[]) => PromiseLike<Rows | {
+type QueryFunction = (text: string, params: unknown[]) => PromiseLike<Rows | QueryResult>;
+
+interface QueryResult {
     rows: Rows;
-}>;
+}
 
 declare class ReadOnlyServerError extends PglockError {
     constructor(why?: "standby" | "read-only", options?: ErrorOptions);
@@ -408,6 +400,13 @@ interface TryAcquireOptions extends TaskOptions, RunLengthOptions {
     shared?: boolean;
     signal?: AbortSignal;
 }
+
+type TryResult<T> = {
+    acquired: false;
+} | {
+    acquired: true;
+    value: T;
+};
 
 interface WaitOptions extends CallOptions {
     holding?: readonly Lock[] | undefined;
@@ -497,6 +496,7 @@ export {
   type PglockErrorCode,
   type PoolDatabase,
   type QueryFunction,
+  type QueryResult,
   ReadOnlyServerError,
   type ReleasedEvent,
   type RunLengthOptions,
@@ -509,6 +509,7 @@ export {
   type TaskOptions,
   type TransactionDatabase,
   type TryAcquireOptions,
+  type TryResult,
   type WaitOptions,
   type XactLockOptions,
   channels,

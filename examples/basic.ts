@@ -3,6 +3,7 @@ import pg from "pg";
 import { newLock } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 
 await using lock = await newLock(pool, 100);
 if (await lock.lock()) {

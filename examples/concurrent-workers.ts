@@ -6,6 +6,7 @@ import { newLock } from "pglock";
 const WORKERS = Number(process.env.WORKERS ?? 5);
 const WORK_MS = Number(process.env.WORK_MS ?? 300);
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: WORKERS });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const start = performance.now();
 const at = () => `+${String(Math.round(performance.now() - start)).padStart(5)} ms`;
 const sections: [number, number][] = [];

@@ -11,6 +11,7 @@ subscribe(channels.acquired, (message) => {
 });
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const locker = createLocker(pool);
 await locker.withLock("diagnostics-example", () => {});
 await locker.close();

@@ -3,6 +3,7 @@ import pg from "pg";
 import { createLocker, inspectLocks } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const holder = createLocker(pool, { applicationName: "example-holder" });
 const waiter = createLocker(pool, { applicationName: "example-waiter" });
 const key = "example-inspected-job";

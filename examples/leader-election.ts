@@ -3,6 +3,7 @@ import pg from "pg";
 import { newLock } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const leaders: string[] = [];
 
 async function runElection(name: string, term: AbortSignal) {

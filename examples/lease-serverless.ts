@@ -4,6 +4,7 @@ import pg from "pg";
 import { createLeaseLocker } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const query = async (text: string, params: unknown[]) => (await pool.query(text, params)).rows;
 
 // Two function instances; the lease lasts 3 s on the server's clock and is renewed every second.

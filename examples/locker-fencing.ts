@@ -5,6 +5,7 @@ import pg from "pg";
 import { createLocker } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const locker = createLocker(pool);
 const table = `example_fenced_${process.pid}`;
 await pool.query(`CREATE TABLE ${table} (id int PRIMARY KEY, value text, fencing_token bigint NOT NULL)`);

@@ -6,6 +6,7 @@ import pg from "pg";
 import { createLocker } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const replicas = [createLocker(pool), createLocker(pool), createLocker(pool)];
 const job = `nightly-cleanup-${process.pid}`;
 

@@ -3,6 +3,7 @@ import pg from "pg";
 import { createLocker } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const locker = createLocker(pool);
 const uploads = locker.semaphore("example-uploads", 3);
 let running = 0;

@@ -4,6 +4,7 @@ import pg from "pg";
 import { newLock } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const table = `pglock_example_migrations_${process.pid}`;
 
 async function runMigrations(instance: number) {

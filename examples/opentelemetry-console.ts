@@ -14,6 +14,7 @@ const tracerProvider = new BasicTracerProvider({
 const stopInstrumenting = instrumentPglock({ meterProvider, tracerProvider });
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const locker = createLocker(pool);
 await locker.withLock("example-otel-report", async () => {
   // the critical section; its acquire is a span, its wait a histogram sample

@@ -14,6 +14,7 @@ const server = createServer((request, response) => exporter.getMetricsRequestHan
 await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const locker = createLocker(pool);
 const held = await locker.acquire("example-prometheus-job");
 await locker.tryAcquire("example-prometheus-job"); // busy: the same Locker holds it

@@ -5,6 +5,7 @@ import pg from "pg";
 import { createLocker } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const db = drizzle(pool);
 const locker = createLocker(pool);
 

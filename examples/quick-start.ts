@@ -3,6 +3,7 @@ import pg from "pg";
 import { createLocker } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`)); // or a restart crashes the process
 const locker = createLocker(pool); // a few connections, however many locks
 
 // Every replica's cron calls this; the report runs on one of them per hour.

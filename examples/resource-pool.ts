@@ -3,6 +3,7 @@ import pg from "pg";
 import { type Lock, newLock } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const SLOTS = 3;
 
 async function acquireResource(): Promise<{ slot: number; release: () => Promise<void> } | undefined> {

@@ -7,6 +7,7 @@ import pg from "pg";
 import { createLocker } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const instances = ["instance-1", "instance-2", "instance-3"].map((name) => ({ name, locker: createLocker(pool) }));
 const job = `cleanup-task-${process.pid}`;
 let runs = 0;

@@ -3,6 +3,7 @@ import pg from "pg";
 import { newLock } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 
 const holder = await newLock(pool, 300);
 await holder.lock();

@@ -5,6 +5,7 @@ import pg from "pg";
 import { withXactLock } from "pglock";
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+pool.on("error", (error) => console.error(`pool: ${error.message}`));
 const table = `example_orders_${process.pid}`;
 const ORDERS = 2; // pair keys: (what kind of thing, which one)
 await pool.query(`CREATE TABLE ${table} (customer int, n int)`);

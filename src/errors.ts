@@ -36,6 +36,7 @@ export class PglockError extends Error {
     this.name = new.target.name;
     Object.defineProperty(this, brand, { value: true });
   }
+  /** `error instanceof PglockError` is true for every pglock error, the argument errors included. */
   static override [Symbol.hasInstance](value: unknown): boolean {
     // biome-ignore lint/complexity/noThisInStatic: subclasses inherit this method; `this` tells which class asks.
     if (this !== PglockError) return Function.prototype[Symbol.hasInstance].call(this, value);

@@ -19,6 +19,7 @@ export type {
   RunLengthOptions,
   TaskOptions,
   TryAcquireOptions,
+  TryResult,
 } from "./contract/options.js";
 export type {
   LockDatabase,
@@ -50,7 +51,7 @@ export type { OwnerKind, SessionOwner } from "./identity.js";
 export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";
 export type { LeaseHandle } from "./lease/lease.js";
 export { createLeaseLocker, LeaseLocker, type LeaseLockerOptions } from "./lease/locker.js";
-export type { QueryFunction } from "./lease/query.js";
+export type { QueryFunction, QueryResult } from "./lease/query.js";
 export type { LivenessOptions } from "./liveness.js";
 export { type CallOptions, Lock, type NewLockOptions, newLock, type WaitOptions } from "./lock.js";
 export type { AnyLocker } from "./locker/facade.js";

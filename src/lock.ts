@@ -169,6 +169,7 @@ export class Lock {
     return this.#closed;
   }
 
+  /** `await using lock = await newLock(…)` closes it when the block ends. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

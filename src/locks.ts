@@ -38,7 +38,12 @@ export interface AdvisoryLockInfo {
    * For a waiter that pglock runs for a task that holds other locks: those locks, as the sessions
    * (backend pids) that hold them and their keys. Empty otherwise.
    */
-  waiterHolds: { pid: number; key: LockKey }[];
+  waiterHolds: {
+    /** The backend pid of the session that holds it. */
+    pid: number;
+    /** The key it holds. */
+    key: LockKey;
+  }[];
 }
 
 /** The locks, read on a session of their own, given back after (inspectLocks, a seed Lock's deadlock look). */

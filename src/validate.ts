@@ -13,12 +13,17 @@ export function optionsObject(options: unknown, where: string, known: readonly s
   }
   for (const name of Object.keys(options)) {
     if (known.includes(name)) continue;
-    const near = known.find((candidate) => editDistance(candidate.toLowerCase(), name.toLowerCase()) <= 2);
+    const near = nearest(name, known);
     throw new InvalidArgumentError(
       `${where}: unknown option ${JSON.stringify(name)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ""}; ` +
         `the options are ${known.join(", ")}`,
     );
   }
+}
+
+/** The one of `known` that `name` was probably meant to be (a typo or two away), for "did you mean". */
+export function nearest(name: string, known: readonly string[]): string | undefined {
+  return known.find((candidate) => editDistance(candidate.toLowerCase(), name.toLowerCase()) <= 2);
 }
 
 /** Levenshtein distance, for "did you mean". */

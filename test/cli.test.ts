@@ -296,6 +296,8 @@ describe("pglock ls, key, help", () => {
       expect(result.stdout).toBe("");
       expect(result.stderr).toMatch(/^pglock: .*\n\nUsage: pglock/);
     }
+    const typo = await pglock(["run", "k", "--timout", "5s", "--", "true"]);
+    expect(typo.stderr).toMatch(/^pglock: unknown option --timout \(did you mean --timeout\?\)/);
     const unreachable = await pglock([
       "run",
       "k",

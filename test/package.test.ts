@@ -65,6 +65,18 @@ describe("the built package, from this checkout", () => {
     }
   });
 
+  it("its command, where pg is not installed, exits 78 and says what to install", async () => {
+    const alone = await mkdtemp(join(tmpdir(), "pglock-no-pg-"));
+    try {
+      await writeFile(join(alone, "cli.mjs"), readFileSync("dist/cli.mjs"));
+      const result = await run(process.execPath, [join(alone, "cli.mjs"), "ls"], {}, 30_000, alone);
+      expect(result).toMatchObject({ code: 78, stdout: "" });
+      expect(result.stderr).toBe("pglock: the pglock command needs the pg package: npm install pg\n");
+    } finally {
+      await rm(alone, { recursive: true, force: true });
+    }
+  });
+
   it("documents every export and every member of an exported class or interface", () => {
     expect(undocumented()).toEqual([]);
   });

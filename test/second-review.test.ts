@@ -322,6 +322,21 @@ describe("no error carries a password (issue #27's security part)", () => {
     }
   });
 
+  it("an unconnected pg.Client is a usage error, found before anything is sent (issue #27)", async () => {
+    const client = new pg.Client({ connectionString: `postgres://app:${secret}@127.0.0.1:1/prod` });
+    client.on("error", () => {});
+    for (const attempt of [
+      () => newLock(client, 1),
+      () => inspectLocks(client),
+      () => withXactLock(client, 1, async () => {}),
+    ]) {
+      const error = await attempt().catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(InvalidArgumentError);
+      expect((error as Error).message).toMatch(/the pg.Client is not connected: call await client.connect\(\) first/);
+      expect((error as Error).message).not.toContain(secret);
+    }
+  });
+
   it("a database that cannot be reached says so without the password", async () => {
     const pool = new pg.Pool({ connectionString: `postgres://app:${secret}@127.0.0.1:1/prod`, max: 2 });
     pool.on("error", () => {});

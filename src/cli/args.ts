@@ -1,5 +1,7 @@
 /** Command-line parsing for `pglock`: flags before `--`, the command after it. */
+
 import { type ParseArgsConfig, parseArgs } from "node:util";
+import { nearest } from "../validate.js";
 
 type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig["options"]>;
 
@@ -71,6 +73,14 @@ export function parseFlags<const T extends ParseArgsOptionsConfig>(args: string[
       else rewritten.push(marker(arg));
     } else {
       rewritten.push(arg);
+    }
+  }
+  for (const arg of rewritten) {
+    if (arg === "--") break;
+    const name = /^--([^=]+)/.exec(arg)?.[1];
+    if (name !== undefined && !(name in options)) {
+      const near = nearest(name, Object.keys(options));
+      throw new UsageError(`unknown option --${name}${near ? ` (did you mean --${near}?)` : ""}`);
     }
   }
   try {

@@ -18,12 +18,18 @@ export interface PgModule {
   };
 }
 
+/** The command talks to PostgreSQL through `pg`, an optional peer dependency of the library. */
+export class MissingPgError extends Error {}
+
+/** EX_CONFIG: something the command needs is not installed. */
+export const EXIT_MISSING_PG = 78;
+
 export function loadPg(): PgModule {
   try {
     const require = createRequire(import.meta.url);
     return require("pg") as PgModule;
   } catch {
-    throw new Error("pglock needs the pg package: npm install pg");
+    throw new MissingPgError("the pglock command needs the pg package: npm install pg");
   }
 }
 

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { hashKey, lockKey } from "../key.js";
 import { lockTag } from "../sql/advisory.js";
 import { parseFlags, UsageError } from "./args.js";
-import { describeFailure } from "./connect.js";
+import { describeFailure, EXIT_MISSING_PG, MissingPgError } from "./connect.js";
 import { demo } from "./demo.js";
 import { ls } from "./ls.js";
 import { EXIT_BUSY, EXIT_LOST, EXIT_UNAVAILABLE, run } from "./run.js";
@@ -47,7 +47,7 @@ released when the command ends, however it ends.
   --database <url>           the database (default: DATABASE_URL, then PG* variables)
 
 Exit codes: the command's own; ${EXIT_BUSY} busy; ${EXIT_LOST} lock lost or --at-most passed (the command was stopped);
-${EXIT_UNAVAILABLE} database unreachable; 2 usage; 127 command not found; 128+n killed by signal n.
+${EXIT_UNAVAILABLE} database unreachable; ${EXIT_MISSING_PG} the pg package is missing; 2 usage; 127 command not found; 128+n killed by signal n.
 
 Examples:
   pglock run nightly-report --no-wait --at-least 10m -- ./report.sh
@@ -124,6 +124,10 @@ export async function main(argv: string[], io: CommandIo = STD_IO): Promise<numb
     if (error instanceof UsageError) {
       io.error(`pglock: ${error.message}\n\n${command && command in HELP ? HELP[command] : USAGE}`);
       return 2;
+    }
+    if (error instanceof MissingPgError) {
+      io.error(`pglock: ${error.message}`);
+      return EXIT_MISSING_PG;
     }
     io.error(`pglock: ${describeFailure(error)}`);
     return EXIT_UNAVAILABLE;

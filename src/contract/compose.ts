@@ -190,6 +190,7 @@ export class LockGroup implements AsyncDisposable {
     return this.#released;
   }
 
+  /** `await using group = await locker.acquireAll(…)` releases it when the block ends. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.release();
   }

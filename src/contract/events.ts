@@ -8,6 +8,7 @@ import type { LockKey } from "../key.js";
 
 /** The handle an event is about: the same object in its acquired, released and lost events. */
 export interface HandleEvent {
+  /** The handle (`LockHandle`), the same object in its acquired, released and lost events. */
   handle: object;
 }
 
@@ -64,10 +65,15 @@ export interface AcquireEndEvent extends AcquireStartEvent {
 
 /** The channels pglock publishes on; subscribe with `diagnostics_channel.subscribe(name, fn)`. */
 export const channels = {
+  /** {@link AcquiredEvent}: a lock was granted and handed out. */
   acquired: "pglock:acquired",
+  /** {@link ReleasedEvent}: a handle was released. */
   released: "pglock:released",
+  /** {@link LostEvent}: a held lock was lost. */
   lost: "pglock:lost",
+  /** {@link AcquireStartEvent}: an acquire call began. */
   acquireStart: "pglock:acquire:start",
+  /** {@link AcquireEndEvent}: the same call ended, with its outcome. */
   acquireEnd: "pglock:acquire:end",
 } as const;
 

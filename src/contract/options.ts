@@ -101,6 +101,19 @@ export interface AcquireAllOptions {
   holding?: readonly (LockHandle | LockGroupLike)[];
 }
 
+/** What `tryWithLock` resolves with: whether the lock was free, and then the callback's value. */
+export type TryResult<T> =
+  | {
+      /** The lock was taken: the callback did not run. */
+      acquired: false;
+    }
+  | {
+      /** The lock was free: the callback ran, holding it. */
+      acquired: true;
+      /** What the callback returned. */
+      value: T;
+    };
+
 /** What a Locker holds and waits for now. */
 export interface LockerStats {
   /** Connections the Locker holds now (0 for leases and the in-memory Locker). */

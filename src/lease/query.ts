@@ -16,7 +16,13 @@ type Rows = readonly Record<string, unknown>[];
  * with an object whose `rows` are (as `pg`'s `query` does). A rejection with a `code` (SQLSTATE) is a
  * database error; one without is taken as a connection failure.
  */
-export type QueryFunction = (text: string, params: unknown[]) => PromiseLike<Rows | { rows: Rows }>;
+export type QueryFunction = (text: string, params: unknown[]) => PromiseLike<Rows | QueryResult>;
+
+/** What `pg`'s `query` resolves with: an object whose `rows` are the rows. */
+export interface QueryResult {
+  /** The statement's rows, as objects keyed by column name. */
+  rows: Rows;
+}
 
 /** One statement on whatever connection the database handle gives; rejects with a typed pglock error. */
 export type LeaseQuery = (text: string, params: unknown[]) => Promise<Rows>;

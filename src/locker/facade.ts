@@ -22,6 +22,7 @@ import type {
   LockerStats,
   TaskOptions,
   TryAcquireOptions,
+  TryResult,
 } from "../contract/options.js";
 import { ClosedError, LockLostError, LockTimeoutError } from "../errors.js";
 import type { LockKeyInput } from "../key.js";
@@ -69,7 +70,7 @@ export interface AnyLocker<H extends LockHandle = LockHandle> extends AsyncDispo
     key: LockKeyInput,
     fn: (signal: AbortSignal) => Promise<T> | T,
     options?: TryAcquireOptions,
-  ): Promise<{ acquired: false } | { acquired: true; value: T }>;
+  ): Promise<TryResult<T>>;
   /**
    * Takes every key or none, within one `timeout`, in one canonical order (int64 keys ascending,
    * then pairs), so two callers with overlapping sets cannot deadlock each other.
@@ -134,7 +135,7 @@ export abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H>
     key: LockKeyInput,
     fn: (signal: AbortSignal) => Promise<T> | T,
     options: TryAcquireOptions = {},
-  ): Promise<{ acquired: false } | { acquired: true; value: T }> {
+  ): Promise<TryResult<T>> {
     checkFn(fn, "tryWithLock");
     const handle = await this.tryAcquire(key, options);
     if (!handle) return { acquired: false };
@@ -163,6 +164,7 @@ export abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H>
     return this.#closed;
   }
 
+  /** `await using locker = createLocker(…)` closes it when the block ends. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

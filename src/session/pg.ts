@@ -111,13 +111,14 @@ export function pgDriver(db: unknown, what: string): Driver {
   }
   if (isPgClient(db)) {
     const client = db;
+    // A usage error, found before anything is sent (issue #27: it was reported as a ConnectionError).
+    if (client.processID == null) {
+      throw new InvalidArgumentError(`${what}: the pg.Client is not connected: call await client.connect() first`);
+    }
     return {
       ownsConnections: false,
       idleMs: 1_000,
       async connect() {
-        if (client.processID == null) {
-          throw new InvalidArgumentError(`${what}: the pg.Client is not connected: call await client.connect() first`);
-        }
         if (clientsInUse.has(client)) {
           throw new InvalidArgumentError(`${what}: this pg.Client already serves another pglock session`);
         }

@@ -4,7 +4,7 @@
  * cancelled on the server, and the end of the connection is an event (`lostSignal`), never an
  * unhandled error.
  */
-import { ConnectionError, ReadOnlyServerError } from "../errors.js";
+import { ConnectionError, InvalidArgumentError, ReadOnlyServerError } from "../errors.js";
 import { LIVENESS_DEFAULTS } from "../liveness.js";
 import { endsSession } from "../server-errors.js";
 import type { BatchOp, Statement } from "../sql/advisory.js";
@@ -109,6 +109,8 @@ export class Session {
     try {
       connection = await driver.connect();
     } catch (error) {
+      // A usage error (a pg.Client that serves another session already) stays what it is.
+      if (error instanceof InvalidArgumentError) throw error;
       throw asConnectionError(error, "could not connect to PostgreSQL");
     }
     const settings: [string, string][] = [];
