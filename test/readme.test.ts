@@ -6,7 +6,14 @@ import { dirname, join, normalize } from "node:path";
 import * as pglock from "pglock";
 import { describe, expect, it } from "vitest";
 
-const pages = ["README.md", "CONTRIBUTING.md", "ARCHITECTURE.md", ...readdirSync("docs").map((name) => `docs/${name}`)];
+const pages = [
+  "README.md",
+  "CONTRIBUTING.md",
+  "ARCHITECTURE.md",
+  ...readdirSync("docs", { recursive: true, encoding: "utf8" })
+    .filter((name) => name.endsWith(".md"))
+    .map((name) => `docs/${name}`),
+];
 const text = (page: string) => readFileSync(page, "utf8");
 
 /** GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens. */
