@@ -1,9 +1,9 @@
 // Testing your own code without a database: the in-memory Locker has the Locker's methods and
 // semantics, and simulateLoss() plays a dead session.
-import { createMemoryLocker, type Locker, LockLostError, type MemoryLocker } from "pglock";
+import { type AnyLocker, createMemoryLocker, LockLostError, type MemoryLocker } from "pglock";
 
-/** The code under test: runs a job once across instances, and stops if the lock is lost. */
-async function runNightlyJob(locker: Pick<Locker, "tryWithLock">, work: (signal: AbortSignal) => Promise<string>) {
+/** The code under test, written against any Locker: runs a job once across instances, and stops if the lock is lost. */
+async function runNightlyJob(locker: AnyLocker, work: (signal: AbortSignal) => Promise<string>) {
   const result = await locker.tryWithLock("nightly-job", work);
   return result.acquired ? result.value : "skipped";
 }
