@@ -7,6 +7,7 @@ import {
   InvalidArgumentError,
   type LeaseLocker,
   type LeaseLockerOptions,
+  LockExpiredError,
   LockLostError,
   LockNotHeldError,
   leaseTableSql,
@@ -219,6 +220,25 @@ describe("lease Locker", () => {
     const held = await a.acquire(key);
     await pool.query("DELETE FROM pglock_leases WHERE lock_key = $1", [String(key)]);
     await expect(held.release()).rejects.toBeInstanceOf(LockNotHeldError);
+  });
+
+  it("extend(ms) renews at once and moves atMostMs; a lease that is gone rejects it (issue #25)", async () => {
+    const app = uniqueName("lease-extend");
+    const [a, b] = [lease({ applicationName: app, ttlMs: 3_000 }), lease()];
+    const key = uniqueKey();
+    const long = await a.acquire(key, { atMostMs: 600 });
+    await sleep(300);
+    await long.extend(1_500); // the job needs longer than it first said
+    await sleep(600); // past the first atMostMs
+    expect(long.signal.aborted).toBe(false);
+    expect(await b.tryAcquire(key)).toBeNull();
+    // The server's expiry was pushed by the renewal: a full TTL from the extend, not from the grant.
+    expect(await serverMsLeft(key, app)).toBeGreaterThan(2_000);
+    await eventually(() => long.signal.aborted); // the new deadline, 1.5 s after the extend
+    expect(long.signal.reason).toBeInstanceOf(LockExpiredError);
+    expect(await b.tryAcquire(key)).not.toBeNull();
+    await expect(long.extend(1_000)).rejects.toBeInstanceOf(LockExpiredError);
+    await expect(long.extend(0)).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 
   it("a query function may resolve { rows }; anything else is a typed error", async () => {
