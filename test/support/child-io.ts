@@ -4,10 +4,10 @@ import { createInterface } from "node:readline";
 
 export const say = (text: string) => process.stdout.write(`${text}\n`);
 
-/** Resolves on the parent's first line on stdin; `close()` lets the process exit afterwards. */
-export function goSignal(): { go: Promise<void>; close(): void } {
+/** Resolves with the parent's first line on stdin; `close()` lets the process exit afterwards. */
+export function goSignal(): { go: Promise<string>; close(): void } {
   const lines = createInterface({ input: process.stdin });
-  const go = new Promise<void>((resolve) => lines.once("line", () => resolve()));
+  const go = new Promise<string>((resolve) => lines.once("line", resolve));
   return { go, close: () => lines.close() };
 }
 
