@@ -26,6 +26,8 @@ export abstract class Handle implements LockHandle {
   #heldIn: Set<Handle> | undefined;
   /** atMostMs: when (performance.now()) the lock is taken from the holder, and the timer that does it. */
   #expiresAt: number | undefined;
+  /** When expireAfter was called: the limit the error reports is measured from there, as it was given. */
+  #expiryArmedAt = 0;
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(owner: object, key: LockKey, shared: boolean) {
@@ -76,7 +78,8 @@ export abstract class Handle implements LockHandle {
    * `LockExpiredError` and the lock is freed for others, whether or not the holder releases.
    */
   expireAfter(ms: number): void {
-    this.#expiresAt = performance.now() + ms;
+    this.#expiryArmedAt = performance.now();
+    this.#expiresAt = this.#expiryArmedAt + ms;
     this.#armExpiry();
   }
 
@@ -97,7 +100,7 @@ export abstract class Handle implements LockHandle {
 
   #expire() {
     if (!this.held) return;
-    const limit = Math.round((this.#expiresAt as number) - this.grantedAt);
+    const limit = Math.round((this.#expiresAt as number) - this.#expiryArmedAt);
     const error = new LockExpiredError(this.key.toString(), limit);
     this.#end();
     this.onExpired();
