@@ -7,7 +7,7 @@ import type { LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
 import { ConnectionError, LockNotHeldError } from "../errors.js";
 import type { LockKey, LockMode } from "../key.js";
 import { PendingCalls, settleWithin } from "../pending.js";
-import { CLEAN_UP_BATCH, type LeaseStatements } from "../sql/lease.js";
+import { CLEAN_UP_BATCH } from "../sql/lease.js";
 import { keptFor, LeaseTable } from "../sql/lease-table.js";
 import { Lease, type LeaseOwner, type LeaseSettings } from "./lease.js";
 import type { LeaseQuery } from "./query.js";
@@ -27,10 +27,7 @@ const CLEAN_UP_MAX_BATCHES = 100;
 export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
   readonly #settings: LeaseSettings;
   readonly #query: LeaseQuery;
-  readonly #sql: LeaseStatements;
   readonly #leases: LeaseTable;
-  readonly #table: string;
-  readonly #holderPrefix: string;
   /** Statements that outlive the call that sent them (take-backs, clean-ups): close() waits for them. */
   readonly #pending = new PendingCalls();
   #holders = 0;
@@ -45,10 +42,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
   constructor(query: LeaseQuery, settings: LeaseSettings) {
     this.#query = query;
     this.#settings = settings;
-    this.#table = settings.table;
-    this.#holderPrefix = settings.holderPrefix;
     this.#leases = new LeaseTable(settings.table, (text) => this.#query(text, []));
-    this.#sql = this.#leases.sql;
     this.wakeups = localWakeups(settings.table);
   }
 
@@ -64,7 +58,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
   async fence(): Promise<void> {}
 
   async reserve(handle: Lease, atLeastMs: number): Promise<number | undefined> {
-    return keptFor(await this.#run(this.#sql.reserve, [handle.key.identity, atLeastMs]));
+    return keptFor(await this.#run(this.#leases.sql.reserve, [handle.key.identity, atLeastMs]));
   }
 
   stats(): { sessions: number; waiting: number } {
@@ -81,7 +75,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
 
   /** Tries, and while `wait`, tries again after pauses that double up to maxPollMs (or a local release). */
   async #request(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<Lease | undefined> {
-    const holder = `${this.#holderPrefix}-${++this.#holders}`;
+    const holder = `${this.#settings.holderPrefix}-${++this.#holders}`;
     this.#waiting++;
     try {
       for (let delay = FIRST_POLL_MS; ; delay = Math.min(delay * 2, this.#settings.maxPollMs)) {
@@ -109,7 +103,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
         }
         if (!wait) return undefined;
         // Full jitter in [delay/2, delay): waiters that started together do not poll together.
-        await pause(this.#table, key, delay / 2 + (Math.random() * delay) / 2, signal);
+        await pause(this.#settings.table, key, delay / 2 + (Math.random() * delay) / 2, signal);
       }
     } finally {
       this.#waiting--;
@@ -118,7 +112,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
 
   async #grant(key: LockKey, holder: string, mode: LockMode, signal: AbortSignal): Promise<bigint | undefined> {
     // Before the first grant, the table learns this Locker's TTL: clean-up keeps rows that long.
-    this.#announced ??= this.#run(this.#sql.announceTtl, [this.#settings.ttlMs]).then(
+    this.#announced ??= this.#run(this.#leases.sql.announceTtl, [this.#settings.ttlMs]).then(
       () => {},
       (error: unknown) => {
         this.#announced = undefined;
@@ -129,7 +123,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
     // A grant given up on may still commit after the caller's clean-up ran: clean up again once it
     // has settled, or its entry would block others for a whole TTL.
     const rows = await this.#run(
-      this.#sql.acquire,
+      this.#leases.sql.acquire,
       [key.identity, holder, mode === "shared", this.#settings.ttlMs],
       signal,
       () => this.#forget(key, holder),
@@ -154,7 +148,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
       this.#renewalsOut++;
       const keys = batch.map(({ handle }) => handle.key.identity);
       const holders = batch.map(({ handle }) => handle.holder);
-      this.#run(this.#sql.renew, [keys, holders, this.#settings.ttlMs])
+      this.#run(this.#leases.sql.renew, [keys, holders, this.#settings.ttlMs])
         .then(
           (rows) => {
             const renewed = new Set(rows.map((row) => String(row.renewed)));
@@ -188,16 +182,16 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
 
   async #releaseOnServer(handle: Lease): Promise<boolean> {
     try {
-      const rows = await this.#run(this.#sql.release, [handle.key.identity, handle.holder]);
+      const rows = await this.#run(this.#leases.sql.release, [handle.key.identity, handle.holder]);
       return Number(rows[0]?.released) > 0;
     } finally {
-      wake(this.#table, handle.key);
+      wake(this.#settings.table, handle.key);
     }
   }
 
   #forget(key: LockKey, holder: string) {
-    this.#pending.track(this.#run(this.#sql.release, [key.identity, holder])).then(
-      () => wake(this.#table, key),
+    this.#pending.track(this.#run(this.#leases.sql.release, [key.identity, holder])).then(
+      () => wake(this.#settings.table, key),
       () => {},
     );
   }
@@ -213,7 +207,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
       .track(
         (async () => {
           for (let batches = 0; batches < CLEAN_UP_MAX_BATCHES; batches++) {
-            const rows = await this.#run(this.#sql.cleanUp, [this.#settings.ttlMs]);
+            const rows = await this.#run(this.#leases.sql.cleanUp, [this.#settings.ttlMs]);
             if (Number(rows[0]?.deleted ?? 0) < CLEAN_UP_BATCH) return;
           }
         })(),
