@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -62,6 +62,7 @@ describe("pglock run", () => {
       .trim()
       .split("\n")
       .map((line) => line.split(" ")[0]);
+    rmSync(dir, { recursive: true, force: true });
     expect(lines).toEqual(["start", "end", "start", "end"]);
   });
 
