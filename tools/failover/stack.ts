@@ -11,6 +11,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { freePort } from "../throwaway-postgres.js";
 
 export interface Node {
@@ -247,7 +248,13 @@ export async function startStack(options: { synchronous: boolean }): Promise<Sta
       }),
     );
     const ready = replicas.filter(Boolean).length;
-    if ((await leader()) && (ready === 2 || (ready === 1 && Date.now() - started > 60_000))) break;
+    if (
+      (await leader()) &&
+      (ready === 2 || (ready === 1 && Date.now() - started > 60_000)) &&
+      (await writableThrough(url))
+    ) {
+      break;
+    }
     if (Date.now() > deadline) {
       const tail = [...logs.values()].map((log) => log.split("\n").slice(-8).join("\n")).join("\n---\n");
       await stack.stop();
@@ -256,4 +263,23 @@ export async function startStack(options: { synchronous: boolean }): Promise<Sta
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
   return stack;
+}
+
+/**
+ * Whether a write goes through HAProxy now. Patroni can name a leader before HAProxy's health check
+ * has marked it up, and until then HAProxy accepts a connection and closes it ("Connection terminated
+ * unexpectedly": a CI run's drill setup failed so, on a stack that Patroni called ready).
+ */
+async function writableThrough(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ recovery: boolean }>("SELECT pg_is_in_recovery() AS recovery");
+    return rows[0]?.recovery === false;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
