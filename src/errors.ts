@@ -15,6 +15,7 @@ export type PglockErrorCode =
   | "ERR_PGLOCK_TIMEOUT"
   | "ERR_PGLOCK_LOST"
   | "ERR_PGLOCK_EXPIRED"
+  | "ERR_PGLOCK_REVOKED"
   | "ERR_PGLOCK_DEADLOCK"
   | "ERR_PGLOCK_ALREADY_HELD"
   | "ERR_PGLOCK_LOCK_TABLE_FULL"
@@ -126,6 +127,23 @@ export class LockExpiredError extends LockLostError {
     );
     this.key = key;
     this.atMostMs = atMostMs;
+  }
+}
+
+/**
+ * An operator freed the lock (`pglock release`, `revokeLock`): the holder's signal aborts with it, and
+ * its Locker released the key. A `LockLostError` (code `ERR_PGLOCK_REVOKED`): stop the work it guards.
+ */
+export class RevokedError extends LockLostError {
+  /** The key that was held. */
+  readonly key: string;
+  constructor(key: string) {
+    super(
+      `lock ${key} was revoked by an operator (pglock release) and freed: stop the work it guards`,
+      undefined,
+      "ERR_PGLOCK_REVOKED",
+    );
+    this.key = key;
   }
 }
 

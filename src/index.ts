@@ -1,5 +1,6 @@
 export { type AdvisoryLockInfo, type InspectOptions, inspectLocks } from "./advisory/inspect.js";
 export { createLocker, Locker, type LockerOptions } from "./advisory/locker.js";
+export { type RevokeOptions, type RevokeResult, revokeLock, type StuckHolder } from "./advisory/revoke.js";
 export { withXactLock, type XactLockOptions } from "./advisory/xact.js";
 export { LockGroup } from "./contract/compose.js";
 export {
@@ -46,6 +47,7 @@ export {
   PglockError,
   type PglockErrorCode,
   ReadOnlyServerError,
+  RevokedError,
 } from "./errors.js";
 export type { OwnerKind, SessionOwner } from "./identity.js";
 export { hashKey, LockKey, type LockKeyInput, lockKey } from "./key.js";

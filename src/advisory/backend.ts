@@ -9,7 +9,7 @@ import type { LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
 import { Handle } from "../contract/base-handle.js";
 import type { HeldLock } from "../contract/task.js";
 import { DeadlockWatch } from "../deadlock.js";
-import { ClosedError, ConnectionError, LockLostError, sessionEndedError } from "../errors.js";
+import { ClosedError, ConnectionError, LockLostError, RevokedError, sessionEndedError } from "../errors.js";
 import type { LockKey, LockMode } from "../key.js";
 import type { Liveness } from "../liveness.js";
 import { readLocks } from "../locks.js";
@@ -19,6 +19,7 @@ import { sleep } from "../signals.js";
 import type { Statement } from "../sql/advisory.js";
 import * as sql from "../sql/advisory.js";
 import { keptFor, LeaseTable } from "../sql/lease-table.js";
+import { listenForRevocations, parseRevocation, REVOKE_CHANNEL, unlistenRevocations } from "../sql/notify.js";
 import { FencingTokens } from "./fencing.js";
 import { notifierOf } from "./notifier.js";
 import { SessionPool, type Slot } from "./sessions.js";
@@ -72,6 +73,8 @@ export class AdvisoryBackend implements LockBackend<Holder> {
   readonly #dedicated = new Set<Session>();
   readonly #keys = new Map<string, KeyState>();
   readonly #slotKeys = new Map<Slot, Set<KeyState>>();
+  /** Sessions that listen for revocations (`pglock release`). */
+  readonly #revocable = new WeakSet<Session>();
   readonly #closing: AbortSignal;
   #waiting = 0;
 
@@ -278,6 +281,7 @@ export class AdvisoryBackend implements LockBackend<Holder> {
       const keys = this.#slotKeys.get(slot) ?? new Set<KeyState>();
       this.#slotKeys.set(slot, keys);
       keys.add(state);
+      this.#listenForRevocations(slot);
       return this.#grant(state);
     } finally {
       this.#waiting--;
@@ -381,6 +385,35 @@ export class AdvisoryBackend implements LockBackend<Holder> {
   async free(holder: Holder, state: KeyState): Promise<void> {
     state.holders.delete(holder);
     if (state.holders.size > 0) return;
+    await this.#freeOnServer(state);
+  }
+
+  /**
+   * A session that holds a lock listens for `pglock release` (sql/notify.ts): the request names the
+   * session's backend pid and the key. Listening costs nothing while idle, and no extra connection.
+   */
+  #listenForRevocations(slot: Slot) {
+    const session = slot.session;
+    if (this.#revocable.has(session)) return;
+    this.#revocable.add(session);
+    session.onNotification((channel, payload) => {
+      if (channel !== REVOKE_CHANNEL) return;
+      const revocation = parseRevocation(payload);
+      if (revocation?.pid === session.backendPid) this.#revoke(slot, revocation.identity);
+    });
+    // Without LISTEN (a pooler in transaction mode) the key can still be freed with --force.
+    session.listen(listenForRevocations(), unlistenRevocations()).catch(() => {});
+  }
+
+  /** An operator asked for the key: its holders are told (RevokedError) and the key is freed. */
+  #revoke(slot: Slot, identity: string) {
+    const state = this.#keys.get(identity);
+    if (!state || state.slot !== slot || state.holders.size === 0 || state.busy) return;
+    this.#loseHolders(state, new RevokedError(state.key.toString()));
+    this.#freeOnServer(state).catch(() => {});
+  }
+
+  async #freeOnServer(state: KeyState): Promise<void> {
     const slot = state.slot as Slot;
     const mode = state.mode as LockMode;
     state.busy = true;

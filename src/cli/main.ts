@@ -1,4 +1,4 @@
-/** The `pglock` command: run a program under a lock, list locks, hash a name, or watch a demo. Started by bin.ts. */
+/** The `pglock` command: run a program under a lock, list or free locks, hash a name, or watch a demo. Started by bin.ts. */
 import { readFileSync } from "node:fs";
 import { hashKey, lockKey } from "../key.js";
 import { lockTag } from "../sql/advisory.js";
@@ -6,6 +6,7 @@ import { parseFlags, UsageError } from "./args.js";
 import { describeFailure, EXIT_MISSING_PG, MissingPgError } from "./connect.js";
 import { demo } from "./demo.js";
 import { ls } from "./ls.js";
+import { release } from "./release.js";
 import { EXIT_BUSY, EXIT_LOST, EXIT_UNAVAILABLE, run } from "./run.js";
 
 const USAGE = `Usage: pglock <command> [options]
@@ -15,6 +16,7 @@ Distributed locks on PostgreSQL advisory locks.
 Commands:
   run <key> [options] -- <command> [args…]   run a command while holding the lock
   ls [--key <key>] [--json | --watch]        list advisory locks: holders, waiters, who waits for whom
+  release <key> [--force]                    free one key: ask its holder to let go (or end its session)
   key <name>                                 the int64 a name hashes to, and how to find it in pg_locks
   demo                                       workers, a leader election and a semaphore at work
 
@@ -66,6 +68,18 @@ and a cycle (a deadlock) is marked.
   --watch                    redraw every second until Ctrl-C; a holder's time is how long this
                              view has seen it hold (PostgreSQL does not record when a lock was granted)
   --interval <duration>      with --watch, how often to redraw (default 1s)`,
+  release: `Usage: pglock release <key> [--id | --pair] [--grace <duration>] [--force] [--lease-table <name>] [--database <url>]
+
+Frees one key without ending anything else. A lease's holders are removed at once (each is told at its
+next renewal). A session that holds the key is asked to let go: a pglock Locker aborts that handle's
+signal with RevokedError (ERR_PGLOCK_REVOKED) and releases the key, and keeps its other locks.
+
+  --grace <duration>         how long a holder has to let go (default 5s)
+  --force                    end the session of a holder that did not let go in time; this prints
+                             what else that session held, since it is freed too
+  --lease-table <name>       the lease table (default pglock_leases)
+
+Exit codes: 0 the key is free; 1 a holder did not let go (without --force); 2 usage; ${EXIT_UNAVAILABLE} database unreachable.`,
   key: `Usage: pglock key <name>
 
 Prints the int64 key a name hashes to (FNV-1a 64, the same as go-pglock's hashToInt64) and the SQL
@@ -117,6 +131,8 @@ export async function main(argv: string[], io: CommandIo = STD_IO): Promise<numb
         return await ls(rest, io);
       case "key":
         return keyCommand(rest, io);
+      case "release":
+        return await release(rest, io);
       default:
         return await demo(rest, io);
     }

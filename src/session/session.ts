@@ -74,6 +74,8 @@ export class Session {
   #gathering = false;
   /** Settings pglock changed on a connection it owns, with the values to put back at release. */
   #previousSettings: [string, string][] = [];
+  /** What release() runs first: the UNLISTENs of listen(), so a pooled connection goes back as it came. */
+  readonly #onRelease: Statement[] = [];
   #heartbeat: NodeJS.Timeout | undefined;
   #probeTimeoutMs = 0;
   #keepaliveMs = 0;
@@ -504,9 +506,24 @@ export class Session {
     for (const job of this.#queue.splice(0)) this.#settle(job, { status: "failed", error });
   }
 
+  /**
+   * Runs `listen` (a LISTEN) and `unlisten` before the connection is given back. Only on connections
+   * pglock opened: a caller's own client keeps its state.
+   */
+  async listen(listen: Statement, unlisten: Statement): Promise<void> {
+    if (!this.#driver.ownsConnections) return;
+    this.#onRelease.push(unlisten);
+    await this.query(listen);
+  }
+
   /** Gives the connection back (to its pool or its owner) with the settings pglock changed restored. */
   async release(): Promise<void> {
     if (this.#closed) return;
+    for (const statement of this.#onRelease.splice(0)) {
+      if (this.isLost) break;
+      const outcome = await this.run(statement);
+      if (outcome.status !== "done") return this.discard(asConnectionError(outcome, "could not reset the session"));
+    }
     if (this.#previousSettings.length > 0 && !this.isLost) {
       const outcome = await this.run(sql.restoreSettings(this.#previousSettings));
       if (outcome.status !== "done") return this.discard(asConnectionError(outcome, "could not reset the session"));

@@ -247,6 +247,21 @@ export function describeSession(settings: readonly (readonly [string, string])[]
 }
 
 /**
+ * Ends the session `$1` only while it still holds the key `$2..$4` (pglock release --force): a pid that
+ * let go in the meantime, or that was reused by another session, is left alone.
+ */
+export function terminateHolder(pid: number, key: LockKey): Statement {
+  return {
+    text:
+      "SELECT pg_catalog.pg_terminate_backend(l.pid) AS ended FROM pg_catalog.pg_locks l " +
+      "WHERE l.pid = $1::int4 AND l.locktype = 'advisory' AND l.granted " +
+      "AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) " +
+      "AND l.classid = $2::oid AND l.objid = $3::oid AND l.objsubid = $4::int2",
+    values: [pid, ...lockTag(key)],
+  };
+}
+
+/**
  * Ends the server session `pid` if it is still the one that started at `backendStart` (a pid can be
  * reused by a new session once the old one is gone), still shows `lastStatement`, pglock's, and still
  * carries `applicationName`, the one this process set on it. Behind a pooler in session mode

@@ -96,6 +96,11 @@ export interface LeaseStatements {
    * `reserved` 1 or 0, and `kept_ms`, how long the earlier run keeps it (null if unknown).
    */
   readonly reserve: string;
+  /**
+   * $1 key: frees it at once for everyone (an operator's `pglock release`): every holder entry goes,
+   * a run's AT_LEAST entry too. One row, `revoked`: how many holders were alive.
+   */
+  readonly revoke: string;
   readonly create: readonly string[];
 }
 
@@ -174,6 +179,10 @@ export function leaseStatements(table: string): LeaseStatements {
       `INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
       `VALUES ('${TTL_ROW}', false, '{}'::jsonb, 'infinity', $1::int8) ` +
       "ON CONFLICT (lock_key) DO UPDATE SET token = EXCLUDED.token WHERE l.token < EXCLUDED.token",
+    revoke:
+      `UPDATE ${table} AS l SET holders = '{}'::jsonb FROM (SELECT c.lock_key, c.holders FROM ${table} AS c ` +
+      "WHERE c.lock_key = $1::text FOR UPDATE) AS old WHERE l.lock_key = old.lock_key " +
+      `RETURNING (SELECT count(*) FROM pg_catalog.jsonb_each(old.holders) AS h WHERE ${ALIVE})::int4 AS revoked`,
     create: createStatements(table),
   };
 }

@@ -17,3 +17,28 @@ export function listen(): Statement {
 export function unlisten(): Statement {
   return { text: `UNLISTEN ${NOTIFY_CHANNEL}`, values: [] };
 }
+
+/**
+ * The channel on which `pglock release` asks a Locker to let go of a key: every session a Locker opens
+ * listens on it, and the payload names the session (its backend pid) and the key (revoke()).
+ */
+export const REVOKE_CHANNEL = "pglock_revoke";
+
+export function listenForRevocations(): Statement {
+  return { text: `LISTEN ${REVOKE_CHANNEL}`, values: [] };
+}
+
+export function unlistenRevocations(): Statement {
+  return { text: `UNLISTEN ${REVOKE_CHANNEL}`, values: [] };
+}
+
+/** Asks the session `pid` to let go of the key whose identity is `identity`. */
+export function revoke(pid: number, identity: string): Statement {
+  return { text: "SELECT pg_catalog.pg_notify($1, $2)", values: [REVOKE_CHANNEL, `${pid} ${identity}`] };
+}
+
+/** The session and key of a revocation's payload, or undefined when it is not one. */
+export function parseRevocation(payload: string): { pid: number; identity: string } | undefined {
+  const match = /^(\d+) (-?\d+(?:,-?\d+)?)$/.exec(payload);
+  return match ? { pid: Number(match[1]), identity: match[2] as string } : undefined;
+}
