@@ -108,3 +108,8 @@ export function leaseHolderPrefix(application: string): string {
   const nonce = randomBytes(4).toString("hex");
   return `${printable(application)} ${localHost()}:${process.pid} leases-${leaseLockers} ${nonce}`;
 }
+
+/** This process as `host:pid@nonce`: an election's default owner. */
+export function processLabel(): string {
+  return `${localHost()}:${process.pid}@${processNonce}`;
+}

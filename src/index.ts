@@ -58,7 +58,16 @@ export type { LivenessOptions } from "./liveness.js";
 export { type CallOptions, Lock, type NewLockOptions, newLock, type WaitOptions } from "./lock.js";
 export type { AnyLocker } from "./locker/facade.js";
 export { createMemoryLocker, MemoryLocker, type MemoryLockerOptions, MemoryLockServer } from "./memory/locker.js";
-export { LeaderElection, type LeaderElectionEvents } from "./patterns/leader.js";
+export {
+  LeaderElection,
+  type LeaderElectionEvents,
+  type LeaderElectionOptions,
+  type LeaderRunOptions,
+  type Leadership,
+  type LeaderTerm,
+  type ObserveOptions,
+  type ResignOptions,
+} from "./patterns/leader.js";
 export { Semaphore, type SemaphoreAcquireOptions, type SemaphoreHandle } from "./patterns/semaphore.js";
 export { fencingTableSql } from "./sql/fencing.js";
 export { leaseTableSql } from "./sql/lease.js";

@@ -5,8 +5,9 @@
  * carried.
  */
 import { lockError, releaseLevel, tryLock, waitForLock } from "../acquire.js";
-import type { LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
+import type { Leaderboard, LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
 import { Handle } from "../contract/base-handle.js";
+import { TableLeaderboard } from "../contract/leaderboard.js";
 import type { HeldLock } from "../contract/task.js";
 import { DeadlockWatch } from "../deadlock.js";
 import { ClosedError, ConnectionError, LockLostError, RevokedError, sessionEndedError } from "../errors.js";
@@ -76,6 +77,7 @@ export class AdvisoryBackend implements LockBackend<Holder> {
   /** Sessions that listen for revocations (`pglock release`). */
   readonly #revocable = new WeakSet<Session>();
   readonly #closing: AbortSignal;
+  readonly leaders: Leaderboard;
   #waiting = 0;
 
   constructor(options: AdvisoryBackendOptions, closing: AbortSignal) {
@@ -85,6 +87,12 @@ export class AdvisoryBackend implements LockBackend<Holder> {
     this.#serverSettings = options.serverSettings;
     this.#fencing = new FencingTokens(options.fencingTable);
     this.#leases = new LeaseTable(options.leaseTable, (text) => this.#query({ text, values: [] }));
+    this.leaders = new TableLeaderboard({
+      kind: "session",
+      table: this.#leases,
+      query: (statement) => this.#query(statement),
+      holderOf: (handle) => (handle instanceof Holder && handle.held ? handle.sessionPid : undefined),
+    });
     this.#deadlock = new DeadlockWatch(options.deadlockTimeoutMs, () =>
       readLocks((statement) => this.#query(statement), undefined, this.#server),
     );
@@ -474,6 +482,11 @@ class Holder extends Handle {
 
   protected override backendPid(): number | undefined {
     return this.#state.slot?.session.backendPid;
+  }
+
+  /** The backend pid of the session that holds the lock. */
+  get sessionPid(): number | undefined {
+    return this.backendPid();
   }
 }
 /** The locks of `holding` held on the server, as the sessions that hold them and their keys. */

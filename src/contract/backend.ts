@@ -4,6 +4,7 @@
  */
 import type { LockKey, LockMode } from "../key.js";
 import type { Handle } from "./base-handle.js";
+import type { LockHandle } from "./handle.js";
 import type { HeldLock } from "./task.js";
 
 /** One request for a key, after the façade checked it. */
@@ -21,6 +22,42 @@ export interface Wakeups {
   notify(topic: string): Promise<void>;
 }
 
+/** Who leads an election (patterns/leader.ts), as its record on the server says. */
+export interface Leadership {
+  /** Who leads: the host, process and Locker of the leader (or the owner it gave). */
+  readonly owner: string;
+  /** What the leader published with its term (an address, say); null when it gave none. */
+  readonly payload: unknown;
+  /** The term: the fencing token of the leader's grant. Later terms have larger tokens. */
+  readonly term: bigint;
+  /** When the term began, by the server's clock. */
+  readonly since: Date;
+}
+
+/** Where an election keeps its record: the lease table for the server Lockers, memory for the double. */
+export interface Leaderboard {
+  /** Whether a campaign waits for the key on the server (session locks) or polls for it (leases). */
+  readonly waitsOnServer: boolean;
+  /**
+   * Records `handle`'s holder as the leader of its key in term `term`, for `termMs` on the server's
+   * clock. False when a later term is recorded already.
+   */
+  proclaim(
+    handle: LockHandle,
+    record: { owner: string; payload: unknown },
+    term: bigint,
+    termMs: number,
+  ): Promise<boolean>;
+  /** Extends term `term` by `termMs`; false when it ran out or was replaced. */
+  renew(key: LockKey, term: bigint, termMs: number): Promise<boolean>;
+  /** Ends term `term` now. */
+  resign(key: LockKey, term: bigint): Promise<void>;
+  /** The leader of `key` now: a record whose term is alive and whose holder holds the key; null otherwise. */
+  read(key: LockKey): Promise<Leadership | null>;
+  /** Takes the key from a leader whose term ran out without renewal (a frozen process); true if it did. */
+  depose(key: LockKey): Promise<boolean>;
+}
+
 export interface LockBackend<H extends Handle> {
   /**
    * Takes the key: at once if it is free, else waits while `wait` until it is granted (resolves the
@@ -36,8 +73,10 @@ export interface LockBackend<H extends Handle> {
    * run keeps the key. Called while `handle` holds the key.
    */
   reserve(handle: H, atLeastMs: number): Promise<number | undefined>;
-  /** Wake-ups for the Locker's semaphores. */
+  /** Wake-ups for the Locker's semaphores and elections. */
   readonly wakeups: Wakeups;
+  /** Where the Locker's elections keep their records. */
+  readonly leaders: Leaderboard;
   /** Connections held now, and requests not yet granted. */
   stats(): { sessions: number; waiting: number };
   /**

@@ -3,7 +3,8 @@
  * statement is one short transaction on whatever connection the driver gives (sql/lease.ts). See
  * lease/locker.ts for what the holder is told, and when.
  */
-import type { LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
+import type { Leaderboard, LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
+import { TableLeaderboard } from "../contract/leaderboard.js";
 import { ConnectionError, LockNotHeldError } from "../errors.js";
 import type { LockKey, LockMode } from "../key.js";
 import { PendingCalls, settleWithin } from "../pending.js";
@@ -38,12 +39,19 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
   #lastCleanUp = Number.NEGATIVE_INFINITY;
   #announced: Promise<void> | undefined;
   readonly wakeups: Wakeups;
+  readonly leaders: Leaderboard;
 
   constructor(query: LeaseQuery, settings: LeaseSettings) {
     this.#query = query;
     this.#settings = settings;
     this.#leases = new LeaseTable(settings.table, (text) => this.#query(text, []));
     this.wakeups = localWakeups(settings.table);
+    this.leaders = new TableLeaderboard({
+      kind: "lease",
+      table: this.#leases,
+      query: (statement) => this.#bounded(statement.text, [...statement.values]),
+      holderOf: (handle) => (handle instanceof Lease && handle.held ? handle.holder : undefined),
+    });
   }
 
   get settings(): LeaseSettings {

@@ -26,7 +26,7 @@ import type {
 } from "../contract/options.js";
 import { ClosedError, LockLostError, LockTimeoutError } from "../errors.js";
 import type { LockKeyInput } from "../key.js";
-import { LeaderElection } from "../patterns/leader.js";
+import { LeaderElection, type LeaderElectionOptions } from "../patterns/leader.js";
 import { Semaphore } from "../patterns/semaphore.js";
 import { PendingCalls } from "../pending.js";
 import { linkSignals, sleep, timeoutSignal } from "../signals.js";
@@ -85,13 +85,14 @@ export interface AnyLocker<H extends LockHandle = LockHandle> extends AsyncDispo
    */
   semaphore(name: string, permits: number): Semaphore;
   /**
-   * A leader election on `name`: the holder of the lock leads.
+   * A leader election on `name`: the holder of the lock leads; `leader()` and `observe()` tell any
+   * process who leads, and the duties get the term's fencing token.
    * @example
    * const election = locker.leaderElection("billing-scheduler");
    * election.on("elected", () => console.log("leading"));
    * await election.run(async (signal) => { while (!signal.aborted) await tick(signal); }, { signal: shutdown });
    */
-  leaderElection(name: LockKeyInput): LeaderElection;
+  leaderElection(name: LockKeyInput, options?: LeaderElectionOptions): LeaderElection;
   /** What the Locker holds and waits for now. */
   stats(): LockerStats;
   /** Rejects pending acquires with `ClosedError`, releases every lock, gives everything back. Idempotent. */
@@ -150,8 +151,8 @@ export abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H>
     return Semaphore.create(this, this.#backend.wakeups, name, permits);
   }
 
-  leaderElection(name: LockKeyInput): LeaderElection {
-    return LeaderElection.create(this, name);
+  leaderElection(name: LockKeyInput, options?: LeaderElectionOptions): LeaderElection {
+    return LeaderElection.create(this, this.#backend.leaders, this.#backend.wakeups, name, options);
   }
 
   stats(): LockerStats {

@@ -7,7 +7,7 @@
  * The same behavioural test cases run against this and the real Lockers (test/contract.test.ts).
  */
 import { EventEmitter } from "node:events";
-import type { LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
+import type { Leaderboard, Leadership, LockBackend, LockRequest, Wakeups } from "../contract/backend.js";
 import { Handle } from "../contract/base-handle.js";
 import type { LockHandle } from "../contract/handle.js";
 import { LockLostError } from "../errors.js";
@@ -34,6 +34,8 @@ export class MemoryLockServer {
   /** @internal until when (performance.now()) a run with atLeastMs keeps each key. */
   readonly runs = new Map<string, number>();
   /** @internal */ readonly events: EventEmitter = new EventEmitter().setMaxListeners(0);
+  /** @internal the elections' records: the leader's handle, and until when (performance.now()) its term lasts. */
+  readonly leaders = new Map<string, { leadership: Leadership; handle: LockHandle; until: number }>();
 
   /** @internal */
   state(key: LockKey): KeyState {
@@ -160,6 +162,35 @@ class MemoryBackend implements LockBackend<MemoryHandle> {
     notify: async (topic) => {
       this.#server.events.emit(topic);
     },
+  };
+
+  readonly leaders: Leaderboard = {
+    waitsOnServer: true,
+    proclaim: async (handle, record, term, termMs) => {
+      const current = this.#server.leaders.get(handle.key.identity);
+      if (current && current.leadership.term > term) return false;
+      const leadership = { owner: record.owner, payload: record.payload ?? null, term, since: new Date() };
+      this.#server.leaders.set(handle.key.identity, { leadership, handle, until: performance.now() + termMs });
+      return true;
+    },
+    renew: async (key, term, termMs) => {
+      const current = this.#server.leaders.get(key.identity);
+      if (!current || current.leadership.term !== term || current.until <= performance.now()) return false;
+      current.until = performance.now() + termMs;
+      return true;
+    },
+    resign: async (key, term) => {
+      if (this.#server.leaders.get(key.identity)?.leadership.term === term) this.#server.leaders.delete(key.identity);
+    },
+    read: async (key) => {
+      const current = this.#server.leaders.get(key.identity);
+      const alive = current && current.until > performance.now() && !current.handle.signal.aborted;
+      return alive && this.#server.keys.get(key.identity)?.holders.has(current.handle as MemoryHandle)
+        ? current.leadership
+        : null;
+    },
+    // A memory Locker's leader cannot freeze without freezing the test that runs it.
+    depose: async () => false,
   };
 
   stats(): { sessions: number; waiting: number } {
