@@ -68,6 +68,12 @@ export {
   type ObserveOptions,
   type ResignOptions,
 } from "./patterns/leader.js";
-export { Semaphore, type SemaphoreAcquireOptions, type SemaphoreHandle } from "./patterns/semaphore.js";
+export {
+  Semaphore,
+  type SemaphoreAcquireOptions,
+  type SemaphoreHandle,
+  type SemaphoreHolder,
+  type SemaphoreTryAcquireOptions,
+} from "./patterns/semaphore.js";
 export { fencingTableSql } from "./sql/fencing.js";
 export { leaseTableSql } from "./sql/lease.js";

@@ -92,3 +92,34 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
+
+/** A wake-up that is not lost when it comes before the wait: the next wait returns at once. */
+export class Wake {
+  #pending = false;
+  #resolve: (() => void) | undefined;
+
+  wake() {
+    this.#pending = true;
+    this.#resolve?.();
+  }
+
+  /** Resolves on a wake, after `ms`, or when `signal` aborts. */
+  wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    if (this.#pending || signal?.aborted) {
+      this.#pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        this.#resolve = undefined;
+        this.#pending = false;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener("abort", done, { once: true });
+      this.#resolve = done;
+    });
+  }
+}

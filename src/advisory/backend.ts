@@ -11,6 +11,7 @@ import { TableLeaderboard } from "../contract/leaderboard.js";
 import type { HeldLock } from "../contract/task.js";
 import { DeadlockWatch } from "../deadlock.js";
 import { ClosedError, ConnectionError, LockLostError, RevokedError, sessionEndedError } from "../errors.js";
+import { ownerLabel, ownerOf } from "../identity.js";
 import type { LockKey, LockMode } from "../key.js";
 import type { Liveness } from "../liveness.js";
 import { readLocks } from "../locks.js";
@@ -125,6 +126,18 @@ export class AdvisoryBackend implements LockBackend<Holder> {
       if (outcome.status !== "done") {
         await slot.session.discard(new ConnectionError("could not release locks on close", { cause: outcome }));
       }
+    });
+  }
+
+  async holdersOf(keys: readonly LockKey[]): Promise<{ key: LockKey; holder: string }[]> {
+    const byTag = new Map(keys.map((key) => [sql.tagText(key), key]));
+    const rows = await this.#query(sql.heldAmong(keys));
+    return rows.map((row) => {
+      const owner = ownerOf(row.application_name as string | null);
+      return {
+        key: byTag.get(String(row.tag)) as LockKey,
+        holder: owner ? ownerLabel(owner) : `pid ${String(row.pid)}`,
+      };
     });
   }
 

@@ -73,6 +73,11 @@ export interface LockBackend<H extends Handle> {
    * run keeps the key. Called while `handle` holds the key.
    */
   reserve(handle: H, atLeastMs: number): Promise<number | undefined>;
+  /**
+   * Who holds each of `keys` now, in every process, as the server sees it: one entry per holder, named
+   * by its owner (host:pid@nonce and Locker, when known) or its backend pid or lease holder id.
+   */
+  holdersOf(keys: readonly LockKey[]): Promise<{ key: LockKey; holder: string }[]>;
   /** Wake-ups for the Locker's semaphores and elections. */
   readonly wakeups: Wakeups;
   /** Where the Locker's elections keep their records. */

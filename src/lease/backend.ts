@@ -69,6 +69,12 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
     return keptFor(await this.#run(this.#leases.sql.reserve, [handle.key.identity, atLeastMs]));
   }
 
+  async holdersOf(keys: readonly LockKey[]): Promise<{ key: LockKey; holder: string }[]> {
+    const byIdentity = new Map(keys.map((key) => [key.identity, key]));
+    const rows = await this.#run(this.#leases.sql.holders, [[...byIdentity.keys()]]);
+    return rows.map((row) => ({ key: byIdentity.get(String(row.lock_key)) as LockKey, holder: String(row.holder) }));
+  }
+
   stats(): { sessions: number; waiting: number } {
     return { sessions: 0, waiting: this.#waiting };
   }

@@ -148,7 +148,7 @@ export abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H>
   }
 
   semaphore(name: string, permits: number): Semaphore {
-    return Semaphore.create(this, this.#backend.wakeups, name, permits);
+    return Semaphore.create(this, this.#backend, name, permits);
   }
 
   leaderElection(name: LockKeyInput, options?: LeaderElectionOptions): LeaderElection {

@@ -193,6 +193,12 @@ class MemoryBackend implements LockBackend<MemoryHandle> {
     depose: async () => false,
   };
 
+  async holdersOf(keys: readonly LockKey[]): Promise<{ key: LockKey; holder: string }[]> {
+    return keys.flatMap((key) =>
+      [...(this.#server.keys.get(key.identity)?.holders ?? [])].map(() => ({ key, holder: "memory" })),
+    );
+  }
+
   stats(): { sessions: number; waiting: number } {
     return { sessions: 0, waiting: this.#waiting };
   }

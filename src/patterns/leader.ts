@@ -20,7 +20,7 @@ import type { LockHandle } from "../contract/handle.js";
 import { ConnectionError, DatabaseError, InvalidArgumentError, LockLostError, LockTimeoutError } from "../errors.js";
 import { processLabel } from "../identity.js";
 import { describe, type LockKey, type LockKeyInput, lockKey } from "../key.js";
-import { linkSignals, sleep } from "../signals.js";
+import { linkSignals, sleep, Wake } from "../signals.js";
 import { checkBoolean, checkInteger, checkSignal, optionsObject } from "../validate.js";
 
 export type { Leadership } from "../contract/backend.js";
@@ -410,35 +410,4 @@ function checkPayload(payload: unknown): unknown {
     );
   }
   return JSON.parse(text);
-}
-
-/** A wake-up that is not lost when it comes before the wait: the next wait returns at once. */
-class Wake {
-  #pending = false;
-  #resolve: (() => void) | undefined;
-
-  wake() {
-    this.#pending = true;
-    this.#resolve?.();
-  }
-
-  /** Resolves on a wake, after `ms`, or when `signal` aborts. */
-  wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
-    if (this.#pending || signal?.aborted) {
-      this.#pending = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", done);
-        this.#resolve = undefined;
-        this.#pending = false;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal?.addEventListener("abort", done, { once: true });
-      this.#resolve = done;
-    });
-  }
 }

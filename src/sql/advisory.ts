@@ -197,6 +197,27 @@ export function advisoryLocks(options: { key?: LockKey | undefined; waitstart: b
   };
 }
 
+/**
+ * The granted advisory locks among `keys` in this database, one row per holder: `tag`
+ * ("classid.objid.objsubid", as tagText), the session's `pid` and `application_name`.
+ */
+export function heldAmong(keys: readonly LockKey[]): Statement {
+  return {
+    text:
+      "SELECT l.classid::text || '.' || l.objid::text || '.' || l.objsubid::text AS tag, l.pid, a.application_name " +
+      "FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid " +
+      "WHERE l.locktype = 'advisory' AND l.granted " +
+      "AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) " +
+      "AND l.classid::text || '.' || l.objid::text || '.' || l.objsubid::text = ANY($1::text[]) ORDER BY l.pid",
+    values: [keys.map(tagText)],
+  };
+}
+
+/** A key's pg_locks tag as one string. */
+export function tagText(key: LockKey): string {
+  return lockTag(key).join(".");
+}
+
 /** The (classid, objid, objsubid) under which pg_locks shows a key, as strings for oid parameters. */
 export function lockTag(key: LockKey): [string, string, number] {
   if (key.pair) {

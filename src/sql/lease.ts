@@ -101,6 +101,8 @@ export interface LeaseStatements {
    * a run's AT_LEAST entry too. One row, `revoked`: how many holders were alive.
    */
   readonly revoke: string;
+  /** $1 keys (text array): one row per live holder of any of them, `lock_key` and `holder` (runs not counted). */
+  readonly holders: string;
   readonly create: readonly string[];
 }
 
@@ -183,6 +185,9 @@ export function leaseStatements(table: string): LeaseStatements {
       `UPDATE ${table} AS l SET holders = '{}'::jsonb FROM (SELECT c.lock_key, c.holders FROM ${table} AS c ` +
       "WHERE c.lock_key = $1::text FOR UPDATE) AS old WHERE l.lock_key = old.lock_key " +
       `RETURNING (SELECT count(*) FROM pg_catalog.jsonb_each(old.holders) AS h WHERE ${ALIVE})::int4 AS revoked`,
+    holders:
+      `SELECT l.lock_key, h.key AS holder FROM ${table} AS l, pg_catalog.jsonb_each(l.holders) AS h ` +
+      `WHERE l.lock_key = ANY($1::text[]) AND h.key <> '${AT_LEAST}' AND ${ALIVE} ORDER BY l.lock_key, h.key`,
     create: createStatements(table),
   };
 }
