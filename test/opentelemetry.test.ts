@@ -38,6 +38,12 @@ describe("pglock/opentelemetry", () => {
     expect(summary).toEqual(expectedSummary(key, keyText, true));
   });
 
+  it("records the same for the lease Locker (its locks lost by revokeLock)", async () => {
+    const key = uniqueName("otel");
+    const summary = await otelScenario(pglock, instrumentPglock, pools, { key, app: uniqueName() }, false, true);
+    expect(summary).toEqual(expectedSummary(key, keyText, false));
+  });
+
   it("records nothing once disposed, and refuses options that are not an object", async () => {
     const key = uniqueName("otel");
     const stop = instrumentPglock();

@@ -10,15 +10,16 @@ import {
 } from "@opentelemetry/sdk-metrics";
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
 
+interface ScenarioLocker {
+  acquire(key: string, options?: Record<string, unknown>): Promise<{ release(): Promise<void>; signal: AbortSignal }>;
+  tryAcquire(key: string): Promise<{ release(): Promise<void> } | null>;
+  close(): Promise<void>;
+}
+
 export interface Pglock {
-  createLocker(
-    db: unknown,
-    options?: Record<string, unknown>,
-  ): {
-    acquire(key: string, options?: Record<string, unknown>): Promise<{ release(): Promise<void>; signal: AbortSignal }>;
-    tryAcquire(key: string): Promise<{ release(): Promise<void> } | null>;
-    close(): Promise<void>;
-  };
+  createLocker(db: unknown, options?: Record<string, unknown>): ScenarioLocker;
+  createLeaseLocker?(db: unknown, options?: Record<string, unknown>): ScenarioLocker;
+  revokeLock?(db: unknown, key: string): Promise<unknown>;
 }
 type Instrument = (options: Record<string, unknown>) => () => void;
 
@@ -37,6 +38,7 @@ export async function otelScenario(
   pools: { make(): unknown; terminate(applicationName: string): Promise<void> },
   names: { key: string; app: string },
   keyAttribute = false,
+  lease = false,
 ): Promise<Summary> {
   const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
   const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 });
@@ -48,8 +50,14 @@ export async function otelScenario(
     tracerProvider,
     keyAttribute,
   });
-  const holder = pglock.createLocker(pools.make(), { applicationName: names.app });
-  const other = pglock.createLocker(pools.make());
+  // On leases, the two locks are lost by an operator's revokeLock: each holder is told at its next renewal.
+  const leasePool = lease ? pools.make() : undefined;
+  const holder = leasePool
+    ? (pglock.createLeaseLocker?.(leasePool, { ttlMs: 1_000 }) as ScenarioLocker)
+    : pglock.createLocker(pools.make(), { applicationName: names.app });
+  const other = leasePool
+    ? (pglock.createLeaseLocker?.(leasePool, { ttlMs: 1_000 }) as ScenarioLocker)
+    : pglock.createLocker(pools.make());
   try {
     const held = await holder.acquire(names.key); // granted
     if ((await other.tryAcquire(names.key)) !== null) throw new Error("tryAcquire should find the lock busy");
@@ -66,7 +74,14 @@ export async function otelScenario(
     // Granted; then both held locks are lost when the holder's sessions are terminated.
     const second = await holder.acquire(`${names.key}-2`, { shared: true });
     const lost = new Promise((resolve) => second.signal.addEventListener("abort", resolve, { once: true }));
-    await pools.terminate(names.app);
+    if (leasePool) {
+      const heldLost = new Promise((resolve) => held.signal.addEventListener("abort", resolve, { once: true }));
+      await pglock.revokeLock?.(leasePool, names.key);
+      await pglock.revokeLock?.(leasePool, `${names.key}-2`);
+      await heldLost;
+    } else {
+      await pools.terminate(names.app);
+    }
     await lost;
     await held.release().catch(() => {});
   } finally {
