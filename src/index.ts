@@ -1,4 +1,13 @@
-export { type AdvisoryLockInfo, type InspectOptions, inspectLocks } from "./advisory/inspect.js";
+export {
+  type AdvisoryLockInfo,
+  type InspectLeasesOptions,
+  type InspectOptions,
+  inspectLeaders,
+  inspectLeases,
+  inspectLocks,
+  type LeaderInfo,
+  type LeaseInfo,
+} from "./advisory/inspect.js";
 export { createLocker, Locker, type LockerOptions } from "./advisory/locker.js";
 export { type RevokeOptions, type RevokeResult, revokeLock, type StuckHolder } from "./advisory/revoke.js";
 export { withXactLock, type XactLockOptions } from "./advisory/xact.js";

@@ -3,9 +3,17 @@
  * RevokedError and keeps its other locks. The command runs as a process of its own, as an operator
  * would run it.
  */
-import { createLeaseLocker, createLocker, hashKey, RevokedError, revokeLock } from "pglock";
+import {
+  createLeaseLocker,
+  createLocker,
+  hashKey,
+  inspectLeaders,
+  inspectLeases,
+  RevokedError,
+  revokeLock,
+} from "pglock";
 import { describe, expect, it } from "vitest";
-import { databaseUrl, eventually, locksOnKey, makePool, uniqueName } from "./support/db.js";
+import { databaseUrl, eventually, locksOnKey, makePool, sleep, uniqueName } from "./support/db.js";
 import { program, run } from "./support/run.js";
 
 const [PGLOCK, PGLOCK_ARGS] = program("src/cli/bin.ts");
@@ -109,5 +117,52 @@ describe("pglock release", () => {
     });
     const usage = await pglock(["release"]);
     expect(usage.code).toBe(2);
+  });
+});
+
+describe("pglock ls, inspectLeases and inspectLeaders", () => {
+  it("show leases with holder, expiry and token, and the leader of an election", async () => {
+    const leases = createLeaseLocker(pool, { ttlMs: 20_000 });
+    const sessions = createLocker(pool);
+    const stop = new AbortController();
+    try {
+      const name = uniqueName("ls-lease");
+      const lease = await leases.acquire(name);
+      const [listed] = await inspectLeases(pool, { key: name });
+      expect(listed).toMatchObject({ mode: "exclusive", run: false, token: lease.fencingToken });
+      expect(listed?.key.identity).toBe(String(hashKey(name)));
+      expect(listed?.expiresInMs).toBeGreaterThan(10_000);
+
+      const electionName = uniqueName("ls-election");
+      const election = sessions.leaderElection(electionName, { owner: "scheduler-1" });
+      const running = election.run(
+        (signal) => new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve())),
+        {
+          signal: stop.signal,
+          payload: { url: "http://10.0.0.7:8080" },
+        },
+      );
+      await eventually(() => election.isLeader);
+      await sleep(50);
+      const [leader] = await inspectLeaders(pool, { key: electionName });
+      expect(leader).toMatchObject({ owner: "scheduler-1", payload: { url: "http://10.0.0.7:8080" } });
+
+      const text = await pglock(["ls"]);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).toMatch(/LEASES[\s\S]*LEADERS/);
+      expect(text.stdout).toContain(lease.fencingToken.toString());
+      expect(text.stdout).toContain("scheduler-1");
+      const json = JSON.parse((await pglock(["ls", "--key", name, "--json"])).stdout) as {
+        kind: string;
+        token?: string;
+      }[];
+      expect(json).toEqual([expect.objectContaining({ kind: "lease", token: String(lease.fencingToken) })]);
+      stop.abort();
+      await running;
+      expect(await inspectLeaders(pool, { key: electionName })).toEqual([]);
+    } finally {
+      stop.abort();
+      await Promise.all([leases.close(), sessions.close()]);
+    }
   });
 });

@@ -1,7 +1,15 @@
 /** `pglock ls`: the advisory locks on the server, as a table, as JSON, or as a live view (`--watch`). */
 
-import { type AdvisoryLockInfo, inspectLocks } from "../advisory/inspect.js";
+import {
+  type AdvisoryLockInfo,
+  inspectLeaders,
+  inspectLeases,
+  inspectLocks,
+  type LeaderInfo,
+  type LeaseInfo,
+} from "../advisory/inspect.js";
 import { ownerLabel } from "../identity.js";
+import type { LockKey } from "../key.js";
 import { sleep } from "../signals.js";
 import { waitChains } from "../waits.js";
 import { keyFormat, parseDuration, parseFlags, parseKey, UsageError } from "./args.js";
@@ -19,6 +27,7 @@ export async function ls(args: string[], io: LsOutput): Promise<number> {
     pair: { type: "boolean" },
     watch: { type: "boolean" },
     interval: { type: "string" },
+    "lease-table": { type: "string" },
     database: { type: "string" },
   });
   if (positionals.length > 0) throw new UsageError(`ls takes no arguments, got ${JSON.stringify(positionals[0])}`);
@@ -27,12 +36,21 @@ export async function ls(args: string[], io: LsOutput): Promise<number> {
   const intervalMs = values.interval === undefined ? 1_000 : parseDuration(values.interval, "--interval");
   if (intervalMs < 100) throw new UsageError(`--interval ${values.interval} is too short: at least 100ms`);
   const key = values.key === undefined ? undefined : parseKey(values.key, keyFormat(values));
-  const pool = makePool(values.database, 1);
+  const leaseTable = values["lease-table"];
+  const pool = makePool(values.database, 3);
   try {
-    const read = () => inspectLocks(pool, key ? { key } : {});
+    const only = { ...(key ? { key } : {}), ...(leaseTable === undefined ? {} : { table: leaseTable }) };
+    const read = async (): Promise<View> => {
+      const [locks, leases, leaders] = await Promise.all([
+        inspectLocks(pool, key ? { key } : {}),
+        inspectLeases(pool, only),
+        inspectLeaders(pool, only),
+      ]);
+      return { locks, leases, leaders };
+    };
     if (values.watch) return await watch(read, intervalMs, io);
-    const locks = await read();
-    io.out(values.json ? JSON.stringify(locks.map(toJson), null, 2) : table(locks));
+    const view = await read();
+    io.out(values.json ? JSON.stringify(toJson(view), null, 2) : render(view));
     return 0;
   } finally {
     await pool.end();
@@ -44,7 +62,7 @@ export async function ls(args: string[], io: LsOutput): Promise<number> {
  * record when a lock was granted: a holder's time is how long this view has seen it hold the lock.
  * A failed read shows in the view and the next one is tried; the view does not end on it.
  */
-async function watch(read: () => Promise<AdvisoryLockInfo[]>, intervalMs: number, io: LsOutput): Promise<number> {
+async function watch(read: () => Promise<View>, intervalMs: number, io: LsOutput): Promise<number> {
   const stop = new AbortController();
   const onSignal = () => stop.abort();
   process.once("SIGINT", onSignal);
@@ -54,7 +72,8 @@ async function watch(read: () => Promise<AdvisoryLockInfo[]>, intervalMs: number
     while (!stop.signal.aborted) {
       let body: string;
       try {
-        const locks = await read();
+        const view = await read();
+        const locks = view.locks;
         const now = Date.now();
         const seen = new Map<string, number>();
         for (const lock of locks) {
@@ -64,7 +83,7 @@ async function watch(read: () => Promise<AdvisoryLockInfo[]>, intervalMs: number
         }
         firstSeen.clear();
         for (const [id, since] of seen) firstSeen.set(id, since);
-        body = table(locks, (lock) => {
+        body = render(view, (lock) => {
           const since = firstSeen.get(`${lock.pid} ${lock.key.identity} ${lock.mode}`);
           return since === undefined ? "" : `>=${seconds(now - since)}`;
         });
@@ -85,9 +104,46 @@ async function watch(read: () => Promise<AdvisoryLockInfo[]>, intervalMs: number
   }
 }
 
-function toJson(lock: AdvisoryLockInfo) {
+/** What ls shows: the advisory locks, the leases and the elections. */
+interface View {
+  locks: AdvisoryLockInfo[];
+  leases: LeaseInfo[];
+  leaders: LeaderInfo[];
+}
+
+/** One array, each entry with its `kind`: "advisory", "lease" or "leader". */
+function toJson(view: View) {
+  return [
+    ...view.locks.map(advisoryJson),
+    ...view.leases.map((lease) => ({
+      kind: "lease",
+      key: keyJson(lease.key),
+      mode: lease.mode,
+      holder: lease.holder,
+      run: lease.run,
+      expiresInMs: lease.expiresInMs,
+      token: String(lease.token),
+    })),
+    ...view.leaders.map((leader) => ({
+      kind: "leader",
+      key: keyJson(leader.key),
+      owner: leader.owner,
+      payload: leader.payload,
+      term: String(leader.term),
+      since: leader.since.toISOString(),
+      endsInMs: leader.endsInMs,
+    })),
+  ];
+}
+
+function keyJson(key: LockKey) {
+  return key.pair ? [...key.pair] : String(key.id);
+}
+
+function advisoryJson(lock: AdvisoryLockInfo) {
   return {
-    key: lock.key.pair ? [...lock.key.pair] : String(lock.key.id),
+    kind: "advisory",
+    key: keyJson(lock.key),
     name: lock.key.name ?? null,
     mode: lock.mode,
     granted: lock.granted,
@@ -106,6 +162,60 @@ function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)}s`;
 }
 
+/** The advisory locks, then the leases and the elections when there are any. */
+function render(view: View, heldFor?: (lock: AdvisoryLockInfo) => string): string {
+  const parts = [table(view.locks, heldFor)];
+  if (view.leases.length > 0) {
+    parts.push(
+      "LEASES",
+      columns(
+        ["KEY", "MODE", "HOLDER", "EXPIRES IN", "TOKEN"],
+        view.leases.map((lease) => [
+          keyText(lease.key),
+          lease.mode,
+          lease.run ? "(a run's atLeastMs)" : lease.holder,
+          seconds(lease.expiresInMs),
+          String(lease.token),
+        ]),
+      ),
+    );
+  }
+  if (view.leaders.length > 0) {
+    parts.push(
+      "LEADERS",
+      columns(
+        ["KEY", "LEADER", "TERM", "SINCE", "TERM ENDS IN", "PAYLOAD"],
+        view.leaders.map((leader) => [
+          keyText(leader.key),
+          leader.owner,
+          String(leader.term),
+          leader.since.toISOString(),
+          seconds(leader.endsInMs),
+          leader.payload === null ? "" : JSON.stringify(leader.payload),
+        ]),
+      ),
+    );
+  }
+  return parts.join("\n\n");
+}
+
+function keyText(key: LockKey): string {
+  return key.pair ? `${key.pair[0]},${key.pair[1]}` : key.toString();
+}
+
+/** Rows under a header, each column as wide as its widest cell. */
+function columns(header: string[], rows: string[][]): string {
+  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => (row[i] as string).length)));
+  return [header, ...rows]
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i] as number))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
 /**
  * The locks as a table, then who waits for whom. `heldFor` says how long a holder has held, where
  * the caller knows (the live view); a waiter's time is the server's own.
@@ -114,7 +224,7 @@ function table(locks: AdvisoryLockInfo[], heldFor: (lock: AdvisoryLockInfo) => s
   if (locks.length === 0) return "no advisory locks";
   const header = ["KEY", "MODE", "STATE", "FOR", "PID", "OWNER", "APPLICATION", "CLIENT", "WAITS FOR"];
   const rows = locks.map((lock) => [
-    lock.key.pair ? `${lock.key.pair[0]},${lock.key.pair[1]}` : lock.key.toString(),
+    keyText(lock.key),
     lock.mode,
     lock.granted ? "held" : "waiting",
     lock.granted ? heldFor(lock) : lock.waitingMs === null ? "" : seconds(lock.waitingMs),
@@ -124,13 +234,7 @@ function table(locks: AdvisoryLockInfo[], heldFor: (lock: AdvisoryLockInfo) => s
     lock.clientAddress ?? "local",
     lock.waitingFor.join(","),
   ]);
-  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => (row[i] as string).length)));
-  const lines = [header, ...rows].map((row) =>
-    row
-      .map((cell, i) => cell.padEnd(widths[i] as number))
-      .join("  ")
-      .trimEnd(),
-  );
+  const lines = [columns(header, rows)];
   const chains = waitChains(locks);
   if (chains.length > 0) lines.push("", "WHO WAITS FOR WHOM", ...chains.map((chain) => `  ${chain}`));
   return lines.join("\n");

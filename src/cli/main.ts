@@ -15,7 +15,7 @@ Distributed locks on PostgreSQL advisory locks.
 
 Commands:
   run <key> [options] -- <command> [args…]   run a command while holding the lock
-  ls [--key <key>] [--json | --watch]        list advisory locks: holders, waiters, who waits for whom
+  ls [--key <key>] [--json | --watch]        list locks, leases and leaders: holders, waiters, who waits for whom
   release <key> [--force]                    free one key: ask its holder to let go (or end its session)
   key <name>                                 the int64 a name hashes to, and how to find it in pg_locks
   demo                                       workers, a leader election and a semaphore at work
@@ -55,16 +55,19 @@ Examples:
   pglock run nightly-report --no-wait --at-least 10m -- ./report.sh
                                                          once per night, on one of several cron servers
   pglock run migrations --timeout 2m -- npm run migrate  one instance migrates, the others wait`,
-  ls: `Usage: pglock ls [--key <key> [--id | --pair]] [--json | --watch [--interval <duration>]] [--database <url>]
+  ls: `Usage: pglock ls [--key <key> [--id | --pair]] [--json | --watch [--interval <duration>]] [--lease-table <name>] [--database <url>]
 
 Lists the advisory locks of the database, held and awaited: the key (with its name when this command
 hashed it: a hash cannot be reversed), mode, state, backend pid, owner (host:process@nonce locker-n or
 lock-n, for sessions pglock opened), application, client, and for waiters how long they have waited
 (PostgreSQL 14+) and the pids they wait for. Then who waits for whom: each waiter, the holder it
 waits for, and what that holder is known to wait for in turn; a queue of waiters reads as a queue,
-and a cycle (a deadlock) is marked.
+and a cycle (a deadlock) is marked. Then the leases (holder, expiry, token) and the elections
+(leader, term, payload) of the lease table, when there are any.
 
-  --json                     the same as JSON
+  --json                     the same as JSON: one array, each entry with its "kind"
+                             ("advisory", "lease" or "leader")
+  --lease-table <name>       the lease table (default pglock_leases)
   --watch                    redraw every second until Ctrl-C; a holder's time is how long this
                              view has seen it hold (PostgreSQL does not record when a lock was granted)
   --interval <duration>      with --watch, how often to redraw (default 1s)`,

@@ -93,3 +93,22 @@ export function leaderStatements(table: string, kind: HolderKind): LeaderStateme
     }),
   };
 }
+
+/**
+ * Every election whose term is alive, as recorded (its holder is not checked: the reader may not know
+ * whether it is a session's or a lease's): `lock_key`, `record` (json text), `term`, `ends_in_ms`.
+ */
+export function listLeaders(table: string): Statement {
+  return {
+    text:
+      `SELECT r.lock_key, r.holders::text AS record, r.token::text AS term, ` +
+      `(extract(epoch FROM r.expires_at) * 1000)::int8 - ${NOW_MS} AS ends_in_ms FROM ${table} AS r ` +
+      "WHERE r.lock_key LIKE '#leader %' AND r.expires_at > now() ORDER BY r.lock_key",
+    values: [],
+  };
+}
+
+/** The key of a record's row key (`#leader 123` → "123"), as an identity. */
+export function keyOfRecord(rowKey: string): string {
+  return rowKey.slice("#leader ".length);
+}
