@@ -69,7 +69,7 @@ interface AnyLocker<H extends LockHandle = LockHandle> extends AsyncDisposable {
     tryWithLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: TryAcquireOptions): Promise<TryResult<T>>;
     acquireAll(keys: readonly LockKeyInput[], options?: AcquireAllOptions): Promise<LockGroup>;
     semaphore(name: string, permits: number): Semaphore;
-    leaderElection(name: LockKeyInput): LeaderElection;
+    leaderElection(name: LockKeyInput, options?: LeaderElectionOptions): LeaderElection;
     stats(): LockerStats;
     close(): Promise<void>;
 }
@@ -105,6 +105,11 @@ interface HandleEvent {
     handle: object;
 }
 
+interface InspectLeasesOptions {
+    key?: LockKeyInput;
+    table?: string;
+}
+
 interface InspectOptions {
     key?: LockKeyInput;
 }
@@ -121,24 +126,68 @@ declare class InvalidLockKeyError extends InvalidArgumentError {
 declare class LeaderElection extends EventEmitter<LeaderElectionEvents> {
     #private;
     readonly key: LockKey;
+    readonly termMs: number;
+    readonly owner: string;
     private constructor();
     get isLeader(): boolean;
-    run(duties: (signal: AbortSignal) => Promise<void> | void, options?: {
-        signal?: AbortSignal;
-    }): Promise<void>;
+    leader(): Promise<Leadership | null>;
+    observe(options?: ObserveOptions): AsyncGenerator<Leadership | null, void, undefined>;
+    resign(options?: ResignOptions): Promise<void>;
+    run(duties: (signal: AbortSignal, term: LeaderTerm) => Promise<void> | void, options?: LeaderRunOptions): Promise<void>;
 }
 
 interface LeaderElectionEvents {
     elected: [
+        term: bigint
     ];
     demoted: [
         reason: unknown
     ];
 }
 
+interface LeaderElectionOptions {
+    termMs?: number;
+    owner?: string;
+}
+
+interface LeaderInfo {
+    key: LockKey;
+    owner: string;
+    payload: unknown;
+    term: bigint;
+    since: Date;
+    endsInMs: number;
+}
+
+interface LeaderRunOptions {
+    signal?: AbortSignal;
+    payload?: unknown;
+}
+
+interface LeaderTerm {
+    readonly token: bigint;
+    readonly payload: unknown;
+}
+
+interface Leadership {
+    readonly owner: string;
+    readonly payload: unknown;
+    readonly term: bigint;
+    readonly since: Date;
+}
+
 interface LeaseHandle extends LockHandle {
     readonly fencingToken: bigint;
     extend(ms: number): Promise<void>;
+}
+
+interface LeaseInfo {
+    key: LockKey;
+    mode: "exclusive" | "shared";
+    holder: string;
+    run: boolean;
+    expiresInMs: number;
+    token: bigint;
 }
 
 declare class LeaseLocker extends LockerFacade<LeaseHandle> {
@@ -255,7 +304,7 @@ declare abstract class LockerFacade<H extends LockHandle> implements AnyLocker<H
     tryWithLock<T>(key: LockKeyInput, fn: (signal: AbortSignal) => Promise<T> | T, options?: TryAcquireOptions): Promise<TryResult<T>>;
     acquireAll(keys: readonly LockKeyInput[], options?: AcquireAllOptions): Promise<LockGroup>;
     semaphore(name: string, permits: number): Semaphore;
-    leaderElection(name: LockKeyInput): LeaderElection;
+    leaderElection(name: LockKeyInput, options?: LeaderElectionOptions): LeaderElection;
     stats(): LockerStats;
     close(): Promise<void>;
     [Symbol.asyncDispose](): Promise<void>;
@@ -302,6 +351,10 @@ interface NewLockOptions extends CallOptions, LivenessOptions {
     applicationName?: string | undefined;
 }
 
+interface ObserveOptions {
+    signal?: AbortSignal;
+}
+
 type OwnerKind = "locker" | "lock";
 
 interface PgClientLike {
@@ -320,7 +373,7 @@ declare class PglockError extends Error {
     static [Symbol.hasInstance](value: unknown): boolean;
 }
 
-type PglockErrorCode = "ERR_PGLOCK_INVALID_ARGUMENT" | "ERR_PGLOCK_INVALID_KEY" | "ERR_PGLOCK_CLOSED" | "ERR_PGLOCK_CONNECTION" | "ERR_PGLOCK_TIMEOUT" | "ERR_PGLOCK_LOST" | "ERR_PGLOCK_EXPIRED" | "ERR_PGLOCK_DEADLOCK" | "ERR_PGLOCK_ALREADY_HELD" | "ERR_PGLOCK_LOCK_TABLE_FULL" | "ERR_PGLOCK_READ_ONLY_SERVER" | "ERR_PGLOCK_NOT_HELD" | "ERR_PGLOCK_DATABASE";
+type PglockErrorCode = "ERR_PGLOCK_INVALID_ARGUMENT" | "ERR_PGLOCK_INVALID_KEY" | "ERR_PGLOCK_CLOSED" | "ERR_PGLOCK_CONNECTION" | "ERR_PGLOCK_TIMEOUT" | "ERR_PGLOCK_LOST" | "ERR_PGLOCK_EXPIRED" | "ERR_PGLOCK_REVOKED" | "ERR_PGLOCK_DEADLOCK" | "ERR_PGLOCK_ALREADY_HELD" | "ERR_PGLOCK_LOCK_TABLE_FULL" | "ERR_PGLOCK_READ_ONLY_SERVER" | "ERR_PGLOCK_NOT_HELD" | "ERR_PGLOCK_DATABASE";
 
 type PoolDatabase = PgPoolLike | SqlTagLike;
 
@@ -340,6 +393,30 @@ interface ReleasedEvent extends HandleEvent {
     heldMs: number;
 }
 
+interface ResignOptions {
+    campaign?: boolean;
+}
+
+interface RevokeOptions {
+    graceMs?: number;
+    force?: boolean;
+    leaseTable?: string;
+    signal?: AbortSignal;
+}
+
+interface RevokeResult {
+    key: LockKey;
+    leasesRevoked: number;
+    released: number[];
+    stuck: StuckHolder[];
+    free: boolean;
+}
+
+declare class RevokedError extends LockLostError {
+    readonly key: string;
+    constructor(key: string);
+}
+
 type Rows = readonly Record<string, unknown>[];
 
 interface RunLengthOptions {
@@ -353,19 +430,31 @@ declare class Semaphore {
     readonly permits: number;
     private constructor();
     static slotKey(name: string, slot: number): LockKey;
-    tryAcquire(options?: {
-        signal?: AbortSignal;
-    }): Promise<SemaphoreHandle | null>;
+    tryAcquire(options?: SemaphoreTryAcquireOptions): Promise<SemaphoreHandle | null>;
     acquire(options?: SemaphoreAcquireOptions): Promise<SemaphoreHandle>;
+    available(): Promise<number>;
+    holders(): Promise<SemaphoreHolder[]>;
 }
 
 interface SemaphoreAcquireOptions {
+    permits?: number;
     timeout?: number;
     signal?: AbortSignal;
 }
 
 interface SemaphoreHandle extends LockHandle {
     readonly slot: number;
+    readonly slots: readonly number[];
+}
+
+interface SemaphoreHolder {
+    readonly slot: number;
+    readonly holder: string;
+}
+
+interface SemaphoreTryAcquireOptions {
+    permits?: number;
+    signal?: AbortSignal;
 }
 
 interface SessionOwner {
@@ -387,6 +476,14 @@ interface SqlTransactionLike {
     (...args: never[]): unknown;
     unsafe(...args: never[]): unknown;
     savepoint(...args: never[]): unknown;
+}
+
+interface StuckHolder {
+    pid: number;
+    applicationName: string | null;
+    owner: SessionOwner | null;
+    alsoHolds: LockKey[];
+    ended: boolean;
 }
 
 interface TaskOptions {
@@ -436,6 +533,10 @@ declare function fencingTableSql(table?: string): string;
 
 declare function hashKey(name: string): bigint;
 
+declare function inspectLeaders(db: LockDatabase, options?: InspectLeasesOptions): Promise<LeaderInfo[]>;
+
+declare function inspectLeases(db: LockDatabase, options?: InspectLeasesOptions): Promise<LeaseInfo[]>;
+
 declare function inspectLocks(db: LockDatabase, options?: InspectOptions): Promise<AdvisoryLockInfo[]>;
 
 declare function leaseTableSql(table?: string): string;
@@ -443,6 +544,8 @@ declare function leaseTableSql(table?: string): string;
 declare function lockKey(input: LockKeyInput): LockKey;
 
 declare function newLock(db: LockDatabase, key: LockKeyInput, options?: NewLockOptions): Promise<Lock>;
+
+declare function revokeLock(db: LockDatabase, key: LockKeyInput, options?: RevokeOptions): Promise<RevokeResult>;
 
 declare function withXactLock<T>(client: TransactionDatabase, key: LockKeyInput, fn: () => Promise<T> | T, options?: XactLockOptions): Promise<T>;
 
@@ -461,12 +564,19 @@ export {
   ConnectionError,
   DatabaseError,
   DeadlockError,
+  type InspectLeasesOptions,
   type InspectOptions,
   InvalidArgumentError,
   InvalidLockKeyError,
   LeaderElection,
   type LeaderElectionEvents,
+  type LeaderElectionOptions,
+  type LeaderInfo,
+  type LeaderRunOptions,
+  type LeaderTerm,
+  type Leadership,
   type LeaseHandle,
+  type LeaseInfo,
   LeaseLocker,
   type LeaseLockerOptions,
   type LivenessOptions,
@@ -489,6 +599,7 @@ export {
   MemoryLocker,
   type MemoryLockerOptions,
   type NewLockOptions,
+  type ObserveOptions,
   type OwnerKind,
   type PgClientLike,
   type PgPoolLike,
@@ -499,13 +610,20 @@ export {
   type QueryResult,
   ReadOnlyServerError,
   type ReleasedEvent,
+  type ResignOptions,
+  type RevokeOptions,
+  type RevokeResult,
+  RevokedError,
   type RunLengthOptions,
   Semaphore,
   type SemaphoreAcquireOptions,
   type SemaphoreHandle,
+  type SemaphoreHolder,
+  type SemaphoreTryAcquireOptions,
   type SessionOwner,
   type SqlTagLike,
   type SqlTransactionLike,
+  type StuckHolder,
   type TaskOptions,
   type TransactionDatabase,
   type TryAcquireOptions,
@@ -518,10 +636,13 @@ export {
   createMemoryLocker,
   fencingTableSql,
   hashKey,
+  inspectLeaders,
+  inspectLeases,
   inspectLocks,
   leaseTableSql,
   lockKey,
   newLock,
+  revokeLock,
   withXactLock,
 };
 
