@@ -138,7 +138,7 @@ declare class LeaderElection extends EventEmitter<LeaderElectionEvents> {
 
 interface LeaderElectionEvents {
     elected: [
-        term: bigint
+        term: bigint | undefined
     ];
     demoted: [
         reason: unknown
@@ -165,7 +165,7 @@ interface LeaderRunOptions {
 }
 
 interface LeaderTerm {
-    readonly token: bigint;
+    readonly token: bigint | undefined;
     readonly payload: unknown;
 }
 

@@ -20,5 +20,10 @@ await Promise.all(
   }),
 );
 if (most > 3) throw new Error(`${most} uploads ran at once`);
+
+// A large upload takes two permits at once; it waits its turn, and is not overtaken forever by small ones.
+const large = await uploads.acquire({ permits: 2, timeout: 10_000 });
+console.log(`large upload uses slots ${large.slots.join(", ")}; ${await uploads.available()} permit(s) free`);
+await large.release();
 await locker.close();
 await pool.end();

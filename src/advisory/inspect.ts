@@ -34,6 +34,7 @@ export interface InspectLeasesOptions {
 export interface LeaseInfo {
   /** The key (its name is not known: a hash cannot be reversed). */
   key: LockKey;
+  /** How it is held: shared holders coexist. */
   mode: "exclusive" | "shared";
   /** The holder's id (`host:pid@nonce locker-n#n` for a pglock lease Locker), or `"#at-least"` for a run's record. */
   holder: string;

@@ -47,6 +47,7 @@ export interface StuckHolder {
 
 /** What {@link revokeLock} did. */
 export interface RevokeResult {
+  /** The key. */
   key: LockKey;
   /** Live holders of the key's lease (and a run's `atLeastMs` record), deleted at once. */
   leasesRevoked: number;

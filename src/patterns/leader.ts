@@ -71,16 +71,19 @@ export interface ResignOptions {
 
 /** What the duties get: the term they run in. */
 export interface LeaderTerm {
-  /** The term's fencing token: larger in every later term. Pass it with writes that others can refuse. */
-  readonly token: bigint;
+  /**
+   * The term's fencing token: larger in every later term. Pass it with writes that others can refuse.
+   * Undefined only when the role may not use the fencing table (a warning says so once).
+   */
+  readonly token: bigint | undefined;
   /** The payload this leader published. */
   readonly payload: unknown;
 }
 
 /** The events of a {@link LeaderElection}. */
 export interface LeaderElectionEvents {
-  /** This process became the leader, in term `term`. */
-  elected: [term: bigint];
+  /** This process became the leader, in term `term` (undefined without a fencing table: see LeaderTerm). */
+  elected: [term: bigint | undefined];
   /** This process stopped leading; `reason` is the `LockLostError` when leadership was lost. */
   demoted: [reason: unknown];
 }
@@ -98,7 +101,7 @@ const DEFAULT_TERM_MS = 15_000;
 
 interface Reign {
   readonly handle: LockHandle;
-  readonly term: bigint;
+  readonly term: bigint | undefined;
   /** Aborted on resign (AbortError) or when the term ran out (LockLostError). */
   readonly ending: AbortController;
   campaignAfter: boolean;
@@ -122,6 +125,10 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
   readonly #topic: string;
   #reign: Reign | undefined;
   #running = false;
+  /** The role may not use the fencing table: campaigns take the key without a token. */
+  #unfenced = false;
+  /** The role may not write the record: terms are neither recorded nor bounded. */
+  #unrecorded = false;
 
   /** @internal a Locker's `leaderElection(name)` */
   static create(
@@ -174,7 +181,8 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
    * record every 250 ms otherwise (leases) or every second (a leader that died sends nothing). Changes
    * closer together than that may be seen as one.
    * @example
-   * for await (const leadership of election.observe({ signal })) {
+   * const election = locker.leaderElection("billing-scheduler");
+   * for await (const leadership of election.observe({ signal: shutdown })) {
    *   console.log(leadership ? `${leadership.owner} leads (term ${leadership.term})` : "nobody leads");
    * }
    */
@@ -190,8 +198,10 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
         let now: Leadership | null | undefined;
         try {
           now = await this.leader();
-        } catch {
-          // Unreadable now (the database restarting): nothing is known, so nothing is reported.
+        } catch (error) {
+          // Unreachable now (the database restarting): nothing is known, so nothing is reported. Any
+          // other failure (a role that may not read the lease table) will not pass: the caller is told.
+          if (!(error instanceof ConnectionError)) throw error;
         }
         if (now !== undefined) {
           const seen = now ? `${now.term} ${now.owner}` : "none";
@@ -218,7 +228,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
     const reign = this.#reign;
     if (!reign) return;
     reign.campaignAfter = campaign;
-    await this.#board.resign(this.key, reign.term).catch(() => {});
+    if (reign.term !== undefined) await this.#board.resign(this.key, reign.term).catch(() => {});
     reign.ending.abort();
   }
 
@@ -244,8 +254,9 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
       while (!outer?.aborted) {
         const handle = await this.#campaign(outer);
         if (!handle) return;
-        const term = handle.fencingToken as bigint;
-        if (!(await this.#proclaim(handle, term, payload))) {
+        const term = handle.fencingToken;
+        const recorded = await this.#proclaim(handle, term, payload);
+        if (recorded === "retry") {
           await handle.release().catch(() => {});
           await sleep(RETRY_MS, outer).catch(() => {});
           continue;
@@ -253,7 +264,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
         const reign: Reign = { handle, term, ending: new AbortController(), campaignAfter: true };
         this.#reign = reign;
         this.emit("elected", term);
-        const keeper = this.#keepTerm(reign);
+        const keeper = recorded === "recorded" && term !== undefined ? this.#keepTerm(reign, term) : () => {};
         const signal = linkSignals(handle.signal, outer, reign.ending.signal);
         let failure: { error: unknown } | undefined;
         try {
@@ -273,7 +284,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
         // Told first: the duties have stopped, and a lost lock may be another's already.
         this.#reign = undefined;
         this.emit("demoted", lostReason);
-        await this.#board.resign(this.key, term).catch(() => {});
+        if (recorded === "recorded" && term !== undefined) await this.#board.resign(this.key, term).catch(() => {});
         await handle.release().catch(() => {});
         void this.#wakeups.notify(this.#topic).catch(() => {});
         if (failure) throw failure.error;
@@ -289,14 +300,31 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
     }
   }
 
-  async #proclaim(handle: LockHandle, term: bigint, payload: unknown): Promise<boolean> {
+  /**
+   * Records the term. "retry" when the database could not be reached (campaign again); "unrecorded"
+   * when the role may not write the lease table: the election still elects, as an election by the lock
+   * alone, and says once what it cannot do.
+   */
+  async #proclaim(
+    handle: LockHandle,
+    term: bigint | undefined,
+    payload: unknown,
+  ): Promise<"recorded" | "unrecorded" | "retry"> {
+    if (term === undefined || this.#unrecorded) return "unrecorded";
     try {
       const recorded = await this.#board.proclaim(handle, { owner: this.owner, payload }, term, this.termMs);
-      if (recorded) void this.#wakeups.notify(this.#topic).catch(() => {});
-      return recorded && !handle.signal.aborted;
+      if (!recorded || handle.signal.aborted) return "retry";
+      void this.#wakeups.notify(this.#topic).catch(() => {});
+      return "recorded";
     } catch (error) {
-      if (error instanceof ConnectionError || error instanceof DatabaseError) return false;
-      throw error;
+      if (error instanceof ConnectionError) return "retry";
+      this.#unrecorded = true;
+      warnOnce(
+        `pglock: the election on ${this.key} cannot record its leader (${(error as Error).message}): it elects by ` +
+          "the lock alone; leader(), observe() and the bound on a frozen leader do not work. Create the lease table " +
+          "as its owner (leaseTableSql()) and grant SELECT, INSERT, UPDATE, DELETE on it to this role.",
+      );
+      return "unrecorded";
     }
   }
 
@@ -305,7 +333,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
    * when this process's clock says termMs has passed since the last renewal that succeeded was sent:
    * by then a campaigner may have deposed it. Returns the function that stops it.
    */
-  #keepTerm(reign: Reign): () => void {
+  #keepTerm(reign: Reign, term: bigint): () => void {
     const started = performance.now();
     let deadline = started + this.termMs;
     const end = (why: string) => reign.ending.abort(new LockLostError(`leadership of ${this.key} ended: ${why}`));
@@ -326,8 +354,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
       if (reign.ending.signal.aborted) return;
       const sentAt = performance.now();
       try {
-        if (await this.#board.renew(this.key, reign.term, this.termMs))
-          deadline = Math.max(deadline, sentAt + this.termMs);
+        if (await this.#board.renew(this.key, term, this.termMs)) deadline = Math.max(deadline, sentAt + this.termMs);
         else end("its term ran out or a later term began");
       } catch {
         // Unanswered: the deadline decides.
@@ -360,7 +387,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
           return await this.#locker.acquire(this.key, {
             ...(outer ? { signal: outer } : {}),
             timeout: this.#board.waitsOnServer ? DEPOSE_CHECK_MS : 0,
-            fencing: true,
+            fencing: !this.#unfenced,
           });
         } catch (error) {
           if (outer?.aborted) return undefined;
@@ -370,7 +397,18 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
             await sleep(RETRY_MS, outer).catch(() => {});
             continue;
           }
-          if (!(error instanceof LockTimeoutError)) throw error;
+          if (!(error instanceof LockTimeoutError)) {
+            // The role may not use the fencing table: elect by the lock alone rather than never.
+            if (error instanceof DatabaseError && !this.#unfenced) {
+              this.#unfenced = true;
+              warnOnce(
+                `pglock: the election on ${this.key} gets no fencing token (${error.message}): its terms have none, ` +
+                  "and are neither recorded nor bounded.",
+              );
+              continue;
+            }
+            throw error;
+          }
         }
         if (performance.now() - lastDeposeCheck >= DEPOSE_CHECK_MS) {
           lastDeposeCheck = performance.now();
@@ -388,7 +426,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
   }
 
   /** After resigning: campaign again once someone else leads, or after a while when nobody does. */
-  async #untilSomeoneElseLeads(term: bigint, outer: AbortSignal | undefined) {
+  async #untilSomeoneElseLeads(term: bigint | undefined, outer: AbortSignal | undefined) {
     const deadline = performance.now() + 2_000;
     while (performance.now() < deadline && !outer?.aborted) {
       const now = await this.leader().catch(() => null);
@@ -396,6 +434,15 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
       await sleep(50, outer).catch(() => {});
     }
   }
+}
+
+const warned = new Set<string>();
+
+/** A process warning (`process.on("warning")`), once per message. */
+function warnOnce(message: string): void {
+  if (warned.has(message)) return;
+  warned.add(message);
+  process.emitWarning(message, { code: "PGLOCK_ELECTION_DEGRADED" });
 }
 
 function checkPayload(payload: unknown): unknown {

@@ -135,7 +135,8 @@ export class Semaphore {
   /**
    * Waits for `permits` permits (default 1), in turn with the other waiters: see the module comment.
    * @example
-   * await using permits = await semaphore.acquire({ permits: 2, timeout: 10_000 });
+   * const uploads = locker.semaphore("uploads", 3);
+   * await using permits = await uploads.acquire({ permits: 2, timeout: 10_000 });
    */
   async acquire(options: SemaphoreAcquireOptions = {}): Promise<SemaphoreHandle> {
     optionsObject(options, "semaphore.acquire", ["permits", "timeout", "signal"]);
