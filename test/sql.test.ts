@@ -7,8 +7,9 @@ import { describe, expect, it } from "vitest";
 import { type LockKey, lockKey } from "../src/key.js";
 import * as sql from "../src/sql/advisory.js";
 import { nextToken } from "../src/sql/fencing.js";
+import { leaderStatements, listLeaders } from "../src/sql/leaders.js";
 import { leaseStatements } from "../src/sql/lease.js";
-import { notify } from "../src/sql/notify.js";
+import { notify, revoke } from "../src/sql/notify.js";
 
 /** Function calls without a schema (pg_catalog. or the table's own). */
 function unqualifiedCalls(text: string): string[] {
@@ -106,12 +107,44 @@ describe("the SQL builders", () => {
 
   it("the lease statements qualify their functions and use only their documented parameters", () => {
     const lease = leaseStatements("pglock_leases");
-    const documented = { acquire: 4, renew: 3, release: 2, cleanUp: 1, announceTtl: 1 };
+    const documented = {
+      acquire: 6,
+      enqueue: 3,
+      dequeue: 2,
+      renew: 3,
+      release: 2,
+      cleanUp: 1,
+      announceTtl: 1,
+      revoke: 1,
+      inspect: 1,
+      holders: 1,
+    };
     for (const [name, count] of Object.entries(documented)) {
       const text = lease[name as keyof typeof documented];
       expect(unqualifiedCalls(text), name).toEqual([]);
       expect(placeholders(text), name).toEqual({ highest: count, gapless: true });
     }
+  });
+
+  it("the statements of elections, revocation and inspection are parameterized and qualified", () => {
+    const key = lockKey("election");
+    const statements: sql.Statement[] = [
+      listLeaders("pglock_leases"),
+      revoke(42, key.identity),
+      sql.terminateHolder(42, key),
+      sql.heldAmong([key, lockKey([1, 2])]),
+    ];
+    for (const kind of ["session", "lease"] as const) {
+      const leaders = leaderStatements("pglock_leases", kind);
+      statements.push(
+        leaders.proclaim(key, "{}", 7n, 1_000),
+        leaders.renew(key, 7n, 1_000),
+        leaders.resign(key, 7n),
+        leaders.read(key),
+        leaders.depose(key),
+      );
+    }
+    for (const statement of statements) expectWellFormed(statement, key);
   });
 
   it("the checks can fail: an unqualified call and a gap are found", () => {

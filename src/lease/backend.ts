@@ -8,7 +8,7 @@ import { TableLeaderboard } from "../contract/leaderboard.js";
 import { ConnectionError, LockNotHeldError } from "../errors.js";
 import type { LockKey, LockMode } from "../key.js";
 import { PendingCalls, settleWithin } from "../pending.js";
-import { CLEAN_UP_BATCH } from "../sql/lease.js";
+import { CLEAN_UP_BATCH, QUEUE_ALL, QUEUE_NONE } from "../sql/lease.js";
 import { keptFor, LeaseTable } from "../sql/lease-table.js";
 import { Lease, type LeaseOwner, type LeaseSettings } from "./lease.js";
 import type { LeaseQuery } from "./query.js";
@@ -20,6 +20,8 @@ const RENEWALS_OUT = 2;
 
 /** A waiting acquire's first pause; pauses double from there up to maxPollMs, with jitter. */
 const FIRST_POLL_MS = 5;
+/** The first waiter in a key's queue polls at least this often, the n-th every n times this (a contended key costs ~10–20 statements a second per waiter near the head). */
+const HEAD_POLL_MS = 100;
 /** Expired rows are deleted by a Locker at most this often, after one of its grants. */
 const CLEAN_UP_EVERY_MS = 10_000;
 /** At most this many batches per clean-up (CLEAN_UP_BATCH rows each): the rest waits for the next. */
@@ -87,17 +89,25 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
     await this.#pending.drained();
   }
 
-  /** Tries, and while `wait`, tries again after pauses that double up to maxPollMs (or a local release). */
+  /**
+   * Tries, and while `wait`, takes a place in the key's queue and tries again after pauses that double
+   * up to maxPollMs (or a local release). Grants follow the queue (sql/lease.ts acquire): a waiter is
+   * not overtaken by later ones, whichever process polls first (issue #28: in-process hand-overs used
+   * to keep a key in one process while the others' polls backed off).
+   */
   async #request(key: LockKey, mode: LockMode, wait: boolean, signal: AbortSignal): Promise<Lease | undefined> {
     const holder = `${this.#settings.holderPrefix}-${++this.#holders}`;
+    let place = wait ? QUEUE_ALL : QUEUE_NONE;
+    let granted = false;
     this.#waiting++;
     try {
       for (let delay = FIRST_POLL_MS; ; delay = Math.min(delay * 2, this.#settings.maxPollMs)) {
         signal.throwIfAborted();
         const sentAt = performance.now();
         let token: bigint | undefined;
+        let ahead = 0;
         try {
-          token = await this.#grant(key, holder, mode, signal);
+          ({ token, ahead } = await this.#grant(key, holder, mode, place, signal));
         } catch (error) {
           // The grant may have committed and its answer been lost, or come after the caller gave up
           // (a timeout, an abort, close()): take the entry back (best effort), or it would block others
@@ -111,20 +121,57 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
           token = undefined;
         }
         if (token !== undefined) {
+          granted = true;
           const handle = new Lease(this, key, holder, mode === "shared", token, sentAt);
           this.#cleanUpNowAndThen();
           return handle;
         }
         if (!wait) return undefined;
+        if (place === QUEUE_ALL) place = await this.#enqueue(key, holder, signal);
+        // The first in the queue is the one who can be granted next: it looks every HEAD_POLL_MS at most,
+        // the second every two, and so on, so that the next in line is looking when its turn comes.
+        if (place !== QUEUE_ALL) delay = Math.min(delay, HEAD_POLL_MS * (ahead + 1));
         // Full jitter in [delay/2, delay): waiters that started together do not poll together.
         await pause(this.#settings.table, key, delay / 2 + (Math.random() * delay) / 2, signal);
       }
     } finally {
       this.#waiting--;
+      // A place left behind would hold up the waiters after it until it runs out.
+      if (!granted && place !== QUEUE_ALL && place !== QUEUE_NONE) this.#leaveQueue(key, place);
     }
   }
 
-  async #grant(key: LockKey, holder: string, mode: LockMode, signal: AbortSignal): Promise<bigint | undefined> {
+  /** How long a waiter's place in a queue lasts without a poll that renews it. */
+  get #placeMs(): number {
+    return 3 * this.#settings.maxPollMs + 1_000;
+  }
+
+  /** A place in the key's queue; without one (the statement failed), the wait goes on unqueued. */
+  async #enqueue(key: LockKey, holder: string, signal: AbortSignal): Promise<string> {
+    try {
+      const rows = await this.#run(this.#leases.sql.enqueue, [key.identity, holder, this.#placeMs], signal);
+      return String(rows[0]?.ticket);
+    } catch (error) {
+      signal.throwIfAborted();
+      if (error instanceof ConnectionError) return QUEUE_ALL;
+      throw error;
+    }
+  }
+
+  #leaveQueue(key: LockKey, place: string) {
+    this.#pending.track(this.#run(this.#leases.sql.dequeue, [key.identity, place])).then(
+      () => wake(this.#settings.table, key),
+      () => {},
+    );
+  }
+
+  async #grant(
+    key: LockKey,
+    holder: string,
+    mode: LockMode,
+    place: string,
+    signal: AbortSignal,
+  ): Promise<{ token: bigint | undefined; ahead: number }> {
     // Before the first grant, the table learns this Locker's TTL: clean-up keeps rows that long.
     this.#announced ??= this.#run(this.#leases.sql.announceTtl, [this.#settings.ttlMs]).then(
       () => {},
@@ -138,12 +185,15 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
     // has settled, or its entry would block others for a whole TTL.
     const rows = await this.#run(
       this.#leases.sql.acquire,
-      [key.identity, holder, mode === "shared", this.#settings.ttlMs],
+      [key.identity, holder, mode === "shared", this.#settings.ttlMs, place, this.#placeMs],
       signal,
       () => this.#forget(key, holder),
     );
     const token = rows[0]?.token;
-    return token === undefined ? undefined : BigInt(token as string);
+    return {
+      token: token === undefined || token === null ? undefined : BigInt(token as string),
+      ahead: Number(rows[0]?.ahead ?? 0),
+    };
   }
 
   /** Renews `handle`'s lease: true when renewed, false when the server no longer has it alive. */

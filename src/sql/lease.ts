@@ -65,6 +65,15 @@ export const TTL_ROW = "#ttl";
  */
 export const AT_LEAST = "#at-least";
 
+/** The row of a key's queue of waiters is this followed by the key's identity (no lock's key starts with #). */
+export const QUEUE_ROW = "#queue ";
+
+/** acquire's $5 for the first try of a wait: refused while anyone waits ("~" sorts after every ticket). */
+export const QUEUE_ALL = "~";
+
+/** acquire's $5 for a try-lock: takes a free key whether or not others wait (no ticket sorts before ""). */
+export const QUEUE_NONE = "";
+
 /** Rows one clean-up statement deletes at most; a full batch is followed by another (lease/locker.ts). */
 export const CLEAN_UP_BATCH = 1_000;
 
@@ -74,8 +83,18 @@ const NOW_MS = "(extract(epoch FROM now()) * 1000)::int8";
 const ALIVE = `(h.value #>> '{}')::int8 > ${NOW_MS}`;
 
 export interface LeaseStatements {
-  /** $1 key, $2 holder, $3 shared, $4 ttl ms: one row (token) when granted, none when refused. */
+  /**
+   * $1 key, $2 holder, $3 shared, $4 ttl ms, $5 the requester's place in the key's queue, $6 how long
+   * that place lasts: one row, `token` when granted (null when refused) and `ahead`, how many live
+   * waiters queued before the requester. $5 is a ticket of `enqueue`
+   * (refused while an older waiter's ticket is alive; renewed when refused, taken out when granted),
+   * `QUEUE_ALL` (refused while anyone waits: the first try of a wait), or `QUEUE_NONE` (a try-lock).
+   */
   readonly acquire: string;
+  /** $1 key, $2 holder, $3 ms the place lasts unless renewed: a place in the key's queue; one row, `ticket`. */
+  readonly enqueue: string;
+  /** $1 key, $2 ticket: leaves the key's queue. */
+  readonly dequeue: string;
   /**
    * $1 keys, $2 holders (text arrays of one length), $3 ttl ms: renews many leases in one statement,
    * one row `{ renewed: "<key> <holder>" }` per lease renewed; a lease gone or expired has no row.
@@ -119,12 +138,18 @@ export function leaseStatements(table: string): LeaseStatements {
     `SELECT 1 FROM pg_catalog.jsonb_each(${row}.holders) AS h WHERE h.key <> $2::text AND ${ALIVE} AND NOT (${row}.shared AND ${shared})`;
   return {
     acquire:
-      `INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
+      // Fair waits (issue #28): the grant is refused while a waiter that queued earlier is alive, so
+      // waiters are granted in the order they queued, across processes. The queue is a row of its own
+      // (QUEUE_ROW): {"<ticket>": <alive until, ms>}, a ticket being the server's time of queueing,
+      // zero-padded, then the holder id, so that tickets sort in queueing order.
+      `WITH g AS (INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
       `SELECT $1::text, $3::bool, pg_catalog.jsonb_build_object($2::text, ${NOW_MS} + $4::int8), ` +
       `now() + $4::int8 * interval '1 millisecond', ${token} FROM ${DURABLE_COMMIT} ` +
       // Refused at once when this statement's snapshot already shows a conflict: no sequence value is
       // spent on a poll. The ON CONFLICT condition below is what decides, on the newest row version.
       `WHERE NOT EXISTS (SELECT 1 FROM ${table} AS c WHERE c.lock_key = $1::text AND EXISTS (${conflicts("c", "$3::bool")})) ` +
+      `AND NOT EXISTS (SELECT 1 FROM ${table} AS q, pg_catalog.jsonb_each(q.holders) AS h WHERE q.lock_key = '${QUEUE_ROW}' || $1::text ` +
+      `AND ${ALIVE} AND h.key COLLATE "C" < $5::text COLLATE "C") ` +
       "ON CONFLICT (lock_key) DO UPDATE SET shared = EXCLUDED.shared, " +
       // The new holder joins the live holders; expired entries are dropped on the way.
       `holders = (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, h.value), '{}'::jsonb) FROM pg_catalog.jsonb_each(l.holders) AS h ` +
@@ -133,7 +158,26 @@ export function leaseStatements(table: string): LeaseStatements {
       // the sequence (issue #26).
       `expires_at = GREATEST(l.expires_at, EXCLUDED.expires_at), token = GREATEST(l.token + 1, ${token}) ` +
       `WHERE NOT EXISTS (${conflicts("l", "EXCLUDED.shared")}) ` +
-      "RETURNING l.token::text AS token",
+      "RETURNING l.token::text AS token), " +
+      // The requester's place: taken out when granted, kept alive when refused.
+      `queued AS (UPDATE ${table} AS q SET holders = CASE WHEN EXISTS (SELECT 1 FROM g) THEN q.holders - $5::text ` +
+      `ELSE q.holders || pg_catalog.jsonb_build_object($5::text, ${NOW_MS} + $6::int8) END, ` +
+      "expires_at = GREATEST(q.expires_at, now() + $6::int8 * interval '1 millisecond') " +
+      `WHERE q.lock_key = '${QUEUE_ROW}' || $1::text AND q.holders ? $5::text) ` +
+      // One row: the token when granted (else null), and how many live waiters are ahead of the requester.
+      "SELECT (SELECT g.token FROM g) AS token, " +
+      `(SELECT count(*) FROM ${table} AS q, pg_catalog.jsonb_each(q.holders) AS h WHERE q.lock_key = '${QUEUE_ROW}' || $1::text ` +
+      `AND ${ALIVE} AND h.key COLLATE "C" < $5::text COLLATE "C")::int4 AS ahead`,
+    enqueue:
+      `WITH tk AS (SELECT pg_catalog.lpad((${NOW_MS})::text, 16, '0') || ' ' || $2::text AS ticket) ` +
+      `INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
+      `SELECT '${QUEUE_ROW}' || $1::text, false, pg_catalog.jsonb_build_object(tk.ticket, ${NOW_MS} + $3::int8), ` +
+      "now() + $3::int8 * interval '1 millisecond', 0 FROM tk " +
+      // Places whose waiter stopped renewing them (it died, or gave up without a word) go on the way.
+      `ON CONFLICT (lock_key) DO UPDATE SET holders = (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, h.value), '{}'::jsonb) ` +
+      `FROM pg_catalog.jsonb_each(l.holders) AS h WHERE ${ALIVE}) || EXCLUDED.holders, ` +
+      "expires_at = GREATEST(l.expires_at, EXCLUDED.expires_at) RETURNING (SELECT tk.ticket FROM tk) AS ticket",
+    dequeue: `UPDATE ${table} SET holders = holders - $2::text WHERE lock_key = '${QUEUE_ROW}' || $1::text AND holders ? $2::text`,
     renew:
       // Many leases in one statement (issue #26: one statement each fell behind at 10,000 leases).
       // Grouped by key, so that shared holders of one key renew in the one update of its row. Only a
