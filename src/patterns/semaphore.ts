@@ -152,13 +152,20 @@ export class Semaphore {
     let turn: LockHandle | undefined;
     let unsubscribe: (() => void) | undefined;
     try {
-      turn = await this.#locker.acquire(this.#queue, { signal: linked.signal });
+      // A free queue key is taken with a try-lock (one round trip); a busy one is waited for in turn.
+      turn =
+        (await this.#locker.tryAcquire(this.#queue, { signal: linked.signal })) ??
+        (await this.#locker.acquire(this.#queue, { signal: linked.signal }));
       const wake = new Wake();
-      // Listen first, then look: a release between the two is not missed.
-      unsubscribe = await this.#server.wakeups.subscribe(this.#topic, () => wake.wake());
       for (;;) {
         await this.#takeFree(wanted - held.length, held, linked.signal);
         if (held.length === wanted) return this.#wrap(held);
+        if (!unsubscribe) {
+          // Listen (a LISTEN session is opened only now: most acquires never wait), then look once
+          // more: a release between the look and the LISTEN is not missed.
+          unsubscribe = await this.#server.wakeups.subscribe(this.#topic, () => wake.wake());
+          continue;
+        }
         await wake.wait(FALLBACK_POLL_MS, linked.signal);
         linked.signal.throwIfAborted();
       }
