@@ -75,8 +75,6 @@ export class AdvisoryBackend implements LockBackend<Holder> {
   readonly #dedicated = new Set<Session>();
   readonly #keys = new Map<string, KeyState>();
   readonly #slotKeys = new Map<Slot, Set<KeyState>>();
-  /** Sessions that listen for revocations (`pglock release`). */
-  readonly #revocable = new WeakSet<Session>();
   readonly #closing: AbortSignal;
   readonly leaders: Leaderboard;
   #waiting = 0;
@@ -105,6 +103,7 @@ export class AdvisoryBackend implements LockBackend<Holder> {
       serverSettings: options.serverSettings,
       applicationName: options.applicationName,
       onLost: (slot, reason) => this.#onSessionLost(slot, reason),
+      prepare: (session) => this.#listenForRevocations(session),
     });
   }
 
@@ -302,7 +301,6 @@ export class AdvisoryBackend implements LockBackend<Holder> {
       const keys = this.#slotKeys.get(slot) ?? new Set<KeyState>();
       this.#slotKeys.set(slot, keys);
       keys.add(state);
-      this.#listenForRevocations(slot);
       return this.#grant(state);
     } finally {
       this.#waiting--;
@@ -410,26 +408,24 @@ export class AdvisoryBackend implements LockBackend<Holder> {
   }
 
   /**
-   * A session that holds a lock listens for `pglock release` (sql/notify.ts): the request names the
-   * session's backend pid and the key. Listening costs nothing while idle, and no extra connection.
+   * Every session listens for `pglock release` (sql/notify.ts) from its opening, before its first use:
+   * the request names the session's backend pid and the key. Listening costs nothing while idle, and
+   * no extra connection. Without LISTEN (a pooler in transaction mode) the key can still be freed with
+   * --force.
    */
-  #listenForRevocations(slot: Slot) {
-    const session = slot.session;
-    if (this.#revocable.has(session)) return;
-    this.#revocable.add(session);
+  async #listenForRevocations(session: Session): Promise<void> {
     session.onNotification((channel, payload) => {
       if (channel !== REVOKE_CHANNEL) return;
       const revocation = parseRevocation(payload);
-      if (revocation?.pid === session.backendPid) this.#revoke(slot, revocation.identity);
+      if (revocation?.pid === session.backendPid) this.#revoke(session, revocation.identity);
     });
-    // Without LISTEN (a pooler in transaction mode) the key can still be freed with --force.
-    session.listen(listenForRevocations(), unlistenRevocations()).catch(() => {});
+    await session.listen(listenForRevocations(), unlistenRevocations());
   }
 
   /** An operator asked for the key: its holders are told (RevokedError) and the key is freed. */
-  #revoke(slot: Slot, identity: string) {
+  #revoke(session: Session, identity: string) {
     const state = this.#keys.get(identity);
-    if (!state || state.slot !== slot || state.holders.size === 0 || state.busy) return;
+    if (!state || state.slot?.session !== session || state.holders.size === 0 || state.busy) return;
     this.#loseHolders(state, new RevokedError(state.key.toString()));
     this.#freeOnServer(state).catch(() => {});
   }

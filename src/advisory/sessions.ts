@@ -27,6 +27,8 @@ export interface SessionPoolOptions extends SessionOptions {
   idleMs: number;
   /** Called once when a session ends by itself, with everything it held still counted. */
   onLost(slot: Slot, reason: unknown): void;
+  /** Prepares a new session before its first use (the revocation LISTEN); a failure is ignored. */
+  prepare?(session: Session): Promise<void>;
 }
 
 export class SessionPool {
@@ -132,9 +134,14 @@ export class SessionPool {
    */
   async #open(forWait: boolean, signal?: AbortSignal): Promise<Slot> {
     this.#opening++;
-    const opening = Session.open(this.#driver, this.#options).finally(() => {
-      this.#opening--;
-    });
+    const opening = Session.open(this.#driver, this.#options)
+      .then(async (session) => {
+        await this.#options.prepare?.(session).catch(() => {});
+        return session;
+      })
+      .finally(() => {
+        this.#opening--;
+      });
     if (!signal) return this.#adopt(await opening, forWait, 1);
     const session = await untilAborted(opening, signal, (late) => this.#adopt(late, false, 0).catch(() => {}));
     return this.#adopt(session, forWait, 1);
