@@ -19,6 +19,7 @@ import {
 import { afterEach, describe, expect, it } from "vitest";
 import { databaseUrl, eventually, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
 import { expireLeases, queryFunction } from "./support/leases.js";
+import { program } from "./support/run.js";
 
 const pool = makePool({ max: 10 });
 const lockers: LeaseLocker[] = [];
@@ -293,11 +294,11 @@ describe("lease waits are fair across processes (issue #28)", () => {
       [0, 1, 2].map(
         () =>
           new Promise<number[]>((resolve, reject) => {
-            const child = spawn(
-              process.execPath,
-              ["--import", "tsx", "test/support/lease-waiter-child.ts", name, "3", "8", "100", "1000"],
-              { env: { ...process.env, DATABASE_URL: databaseUrl() }, stdio: ["ignore", "pipe", "inherit"] },
-            );
+            const [command, args] = program("test/support/lease-waiter-child.ts");
+            const child = spawn(command, [...args, name, "3", "8", "100", "1000"], {
+              env: { ...process.env, DATABASE_URL: databaseUrl() },
+              stdio: ["ignore", "pipe", "inherit"],
+            });
             let output = "";
             child.stdout?.on("data", (chunk) => {
               output += chunk;
