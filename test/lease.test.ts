@@ -1,7 +1,6 @@
 // What only leases have: a TTL on the server's clock, renewal, the holder's deadline, the table.
 // The behaviour leases share with session locks is in contract.test.ts.
 
-import { spawn } from "node:child_process";
 import {
   ClosedError,
   ConnectionError,
@@ -18,8 +17,8 @@ import {
 } from "pglock";
 import { afterEach, describe, expect, it } from "vitest";
 import { databaseUrl, eventually, makePool, sleep, uniqueKey, uniqueName } from "./support/db.js";
+import { leaseTurns } from "./support/lease-turns.js";
 import { expireLeases, queryFunction } from "./support/leases.js";
-import { program } from "./support/run.js";
 
 const pool = makePool({ max: 10 });
 const lockers: LeaseLocker[] = [];
@@ -288,33 +287,7 @@ describe("lease Locker", () => {
 
 describe("lease waits are fair across processes (issue #28)", () => {
   it("3 processes × 3 tasks taking one key in turns: no wait is far above the typical one", async () => {
-    const name = uniqueName("fair");
-    // Each task: 8 rounds of acquire, hold 100 ms, release (test/support/lease-waiter-child.ts).
-    const runs = await Promise.all(
-      [0, 1, 2].map(
-        () =>
-          new Promise<number[]>((resolve, reject) => {
-            const [command, args] = program("test/support/lease-waiter-child.ts");
-            const child = spawn(command, [...args, name, "3", "8", "100", "1000"], {
-              env: { ...process.env, DATABASE_URL: databaseUrl() },
-              stdio: ["ignore", "pipe", "inherit"],
-            });
-            let output = "";
-            child.stdout?.on("data", (chunk) => {
-              output += chunk;
-            });
-            child.on("exit", (code) =>
-              code === 0
-                ? resolve((JSON.parse(output) as { waits: number[] }).waits)
-                : reject(new Error(`exit ${code}`)),
-            );
-          }),
-      ),
-    );
-    const all = runs.flat().sort((a, b) => a - b);
-    const median = all[Math.floor(all.length / 2)] as number;
-    const longest = all.at(-1) as number;
-    const means = runs.map((waits) => waits.reduce((sum, wait) => sum + wait, 0) / waits.length);
+    const { median, longest, means } = await leaseTurns(databaseUrl(), uniqueName("fair"));
     console.log(
       `lease waits, ms: median ${Math.round(median)}, longest ${Math.round(longest)}; per process mean ${means.map(Math.round).join(" ")}`,
     );

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../../tools/throwaway-postgres.js";
 import { contractCases, leaseLockers } from "../support/contract.js";
 import { eventually, sleep } from "../support/db.js";
+import { leaseTurns } from "../support/lease-turns.js";
 import { type PgBouncer, startPgBouncer } from "./fixture.js";
 
 let server: ThrowawayPostgres;
@@ -149,6 +150,13 @@ describe("PgBouncer in transaction pooling", () => {
 });
 
 describe("the lease Locker in transaction pooling", () => {
+  it("takes turns across 3 processes as on a direct connection (issue #28: the p99 wait was 30.5 s)", async () => {
+    const { median, longest, means } = await leaseTurns(transaction.url, `bouncer-turns-${Date.now()}`);
+    console.log(`lease waits behind PgBouncer, ms: median ${Math.round(median)}, longest ${Math.round(longest)}`);
+    expect(longest / median).toBeLessThan(3);
+    expect(Math.max(...means) / Math.min(...means)).toBeLessThan(2);
+  }, 120_000);
+
   it("keeps its lease where the session Locker lost its lock (the test above): no statement needs a session", async () => {
     const a = createLeaseLocker(pool(transaction.url, 2), { ttlMs: 2_000, renewEveryMs: 100 });
     const b = createLeaseLocker(pool(transaction.url, 2));
