@@ -132,7 +132,7 @@ export class AdvisoryBackend implements LockBackend<Holder> {
     const byTag = new Map(keys.map((key) => [sql.tagText(key), key]));
     const rows = await this.#query(sql.heldAmong(keys));
     return rows.map((row) => {
-      const owner = ownerOf(row.application_name as string | null);
+      const owner = ownerOf(row.application as string | null);
       return {
         key: byTag.get(String(row.tag)) as LockKey,
         holder: owner ? ownerLabel(owner) : `pid ${String(row.pid)}`,

@@ -83,11 +83,11 @@ export async function inspectLeases(db: LockDatabase, options: InspectLeasesOpti
     values: [key?.identity ?? null],
   });
   return rows.map((row) => ({
-    key: keyOfIdentity(String(row.lock_key)),
+    key: keyOfIdentity(String(row.key)),
     mode: row.shared === true ? "shared" : "exclusive",
     holder: String(row.holder),
     run: row.holder === AT_LEAST,
-    expiresInMs: Number(row.expires_in_ms),
+    expiresInMs: Number(row.remaining),
     token: BigInt(String(row.token)),
   }));
 }
@@ -100,12 +100,12 @@ export async function inspectLeaders(db: LockDatabase, options: InspectLeasesOpt
     .map((row) => {
       const record = JSON.parse(String(row.record)) as { owner: string; payload: unknown; since: number };
       return {
-        key: keyOfIdentity(keyOfRecord(String(row.lock_key))),
+        key: keyOfIdentity(keyOfRecord(String(row.key))),
         owner: record.owner,
         payload: record.payload ?? null,
         term: BigInt(String(row.term)),
         since: new Date(record.since),
-        endsInMs: Number(row.ends_in_ms),
+        endsInMs: Number(row.remaining),
       };
     })
     .filter((leader) => key === undefined || leader.key.identity === key.identity);

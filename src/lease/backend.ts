@@ -74,7 +74,7 @@ export class LeaseBackend implements LockBackend<Lease>, LeaseOwner {
   async holdersOf(keys: readonly LockKey[]): Promise<{ key: LockKey; holder: string }[]> {
     const byIdentity = new Map(keys.map((key) => [key.identity, key]));
     const rows = await this.#run(this.#leases.sql.holders, [[...byIdentity.keys()]]);
-    return rows.map((row) => ({ key: byIdentity.get(String(row.lock_key)) as LockKey, holder: String(row.holder) }));
+    return rows.map((row) => ({ key: byIdentity.get(String(row.key)) as LockKey, holder: String(row.holder) }));
   }
 
   stats(): { sessions: number; waiting: number } {

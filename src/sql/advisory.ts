@@ -199,12 +199,12 @@ export function advisoryLocks(options: { key?: LockKey | undefined; waitstart: b
 
 /**
  * The granted advisory locks among `keys` in this database, one row per holder: `tag`
- * ("classid.objid.objsubid", as tagText), the session's `pid` and `application_name`.
+ * ("classid.objid.objsubid", as tagText), the session's `pid` and `application` (its application_name).
  */
 export function heldAmong(keys: readonly LockKey[]): Statement {
   return {
     text:
-      "SELECT l.classid::text || '.' || l.objid::text || '.' || l.objsubid::text AS tag, l.pid, a.application_name " +
+      "SELECT l.classid::text || '.' || l.objid::text || '.' || l.objsubid::text AS tag, l.pid, a.application_name AS application " +
       "FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid " +
       "WHERE l.locktype = 'advisory' AND l.granted " +
       "AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) " +

@@ -44,6 +44,8 @@ export interface LeaderStatements {
 }
 
 export function leaderStatements(table: string, kind: HolderKind): LeaderStatements {
+  // `$2::text::jsonb`, not `$2::jsonb`: told the parameter is jsonb, postgres.js sends a string as a
+  // JSON string, and the record became an array.
   // Whether the record `r`'s holder holds the key whose tag or identity is in $2.. .
   const holds =
     kind === "session"
@@ -56,7 +58,7 @@ export function leaderStatements(table: string, kind: HolderKind): LeaderStateme
     proclaim: (key, record, term, termMs) => ({
       text:
         `INSERT INTO ${table} AS l (lock_key, shared, holders, expires_at, token) ` +
-        `SELECT $1::text, false, $2::jsonb || pg_catalog.jsonb_build_object('since', ${NOW_MS}), now() + $4::int8 ${MS}, $3::int8 ` +
+        `SELECT $1::text, false, $2::text::jsonb || pg_catalog.jsonb_build_object('since', ${NOW_MS}), now() + $4::int8 ${MS}, $3::int8 ` +
         `FROM ${DURABLE_COMMIT} ` +
         "ON CONFLICT (lock_key) DO UPDATE SET holders = EXCLUDED.holders, expires_at = EXCLUDED.expires_at, token = EXCLUDED.token " +
         "WHERE l.token <= EXCLUDED.token RETURNING 1 AS proclaimed",
@@ -96,13 +98,13 @@ export function leaderStatements(table: string, kind: HolderKind): LeaderStateme
 
 /**
  * Every election whose term is alive, as recorded (its holder is not checked: the reader may not know
- * whether it is a session's or a lease's): `lock_key`, `record` (json text), `term`, `ends_in_ms`.
+ * whether it is a session's or a lease's): `key` (the row's key), `record` (json text), `term`, `remaining` (ms).
  */
 export function listLeaders(table: string): Statement {
   return {
     text:
-      `SELECT r.lock_key, r.holders::text AS record, r.token::text AS term, ` +
-      `(extract(epoch FROM r.expires_at) * 1000)::int8 - ${NOW_MS} AS ends_in_ms FROM ${table} AS r ` +
+      `SELECT r.lock_key AS key, r.holders::text AS record, r.token::text AS term, ` +
+      `(extract(epoch FROM r.expires_at) * 1000)::int8 - ${NOW_MS} AS remaining FROM ${table} AS r ` +
       "WHERE r.lock_key LIKE '#leader %' AND r.expires_at > now() ORDER BY r.lock_key",
     values: [],
   };

@@ -122,10 +122,10 @@ export interface LeaseStatements {
   readonly revoke: string;
   /**
    * $1 a key's identity, or null for every key: one row per live holder (a run's AT_LEAST entry too):
-   * `lock_key`, `shared`, `holder`, `expires_in_ms` (server clock), `token`.
+   * `key` (the identity), `shared`, `holder`, `remaining` (ms until it expires, server clock), `token`.
    */
   readonly inspect: string;
-  /** $1 keys (text array): one row per live holder of any of them, `lock_key` and `holder` (runs not counted). */
+  /** $1 keys (text array): one row per live holder of any of them, `key` (the identity) and `holder` (runs not counted). */
   readonly holders: string;
   readonly create: readonly string[];
 }
@@ -234,12 +234,13 @@ export function leaseStatements(table: string): LeaseStatements {
       `UPDATE ${table} AS l SET holders = '{}'::jsonb FROM (SELECT c.lock_key, c.holders FROM ${table} AS c ` +
       "WHERE c.lock_key = $1::text FOR UPDATE) AS old WHERE l.lock_key = old.lock_key " +
       `RETURNING (SELECT count(*) FROM pg_catalog.jsonb_each(old.holders) AS h WHERE ${ALIVE})::int4 AS revoked`,
+    // One-word column names here and below: drivers may rename columns (postgres.js's camel transform).
     inspect:
-      `SELECT l.lock_key, l.shared, h.key AS holder, (h.value #>> '{}')::int8 - ${NOW_MS} AS expires_in_ms, l.token::text AS token ` +
+      `SELECT l.lock_key AS key, l.shared, h.key AS holder, (h.value #>> '{}')::int8 - ${NOW_MS} AS remaining, l.token::text AS token ` +
       `FROM ${table} AS l, pg_catalog.jsonb_each(l.holders) AS h WHERE l.lock_key NOT LIKE '#%' AND ${ALIVE} ` +
       "AND ($1::text IS NULL OR l.lock_key = $1::text) ORDER BY l.lock_key, h.key",
     holders:
-      `SELECT l.lock_key, h.key AS holder FROM ${table} AS l, pg_catalog.jsonb_each(l.holders) AS h ` +
+      `SELECT l.lock_key AS key, h.key AS holder FROM ${table} AS l, pg_catalog.jsonb_each(l.holders) AS h ` +
       `WHERE l.lock_key = ANY($1::text[]) AND h.key <> '${AT_LEAST}' AND ${ALIVE} ORDER BY l.lock_key, h.key`,
     create: createStatements(table),
   };

@@ -303,6 +303,42 @@ export function contractCases(implementation: () => Implementation): void {
     await Promise.all(runs);
   });
 
+  it("weighted permits, available() and holders(); leader() names the leader and resign() hands over", async () => {
+    const { make } = setup();
+    const [a, b] = [make(), make()];
+    const name = uniqueName("weighted");
+    const two = await a.semaphore(name, 3).acquire({ permits: 2 });
+    expect(await b.semaphore(name, 3).available()).toBe(1);
+    expect((await b.semaphore(name, 3).holders()).map((h) => h.slot)).toEqual([...two.slots]);
+    const waiting = b.semaphore(name, 3).acquire({ permits: 2, timeout: 5_000 });
+    await sleep(50);
+    await two.release();
+    const taken = await waiting;
+    expect(taken.slots).toHaveLength(2);
+    await taken.release();
+
+    const election = uniqueName("election");
+    const [ea, eb] = [a.leaderElection(election, { owner: "a" }), b.leaderElection(election, { owner: "b" })];
+    const stop = new AbortController();
+    const tokens: (bigint | undefined)[] = [];
+    const duties = (signal: AbortSignal, term: { token: bigint | undefined }) => {
+      tokens.push(term.token);
+      return new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+    };
+    const runA = ea.run(duties, { signal: stop.signal, payload: { at: "a" } });
+    await eventually(() => ea.isLeader);
+    const runB = eb.run(duties, { signal: stop.signal });
+    await eventually(async () => (await eb.leader())?.owner === "a");
+    expect(await eb.leader()).toMatchObject({ owner: "a", payload: { at: "a" }, term: tokens[0] });
+    await ea.resign();
+    await eventually(() => eb.isLeader);
+    await eventually(async () => (await ea.leader())?.owner === "b");
+    expect(tokens[1]).toBeGreaterThan(tokens[0] as bigint);
+    stop.abort();
+    await Promise.all([runA, runB]);
+    expect(await ea.leader()).toBeNull();
+  });
+
   it("200 acquires at once on distinct keys, shared and exclusive, are all granted and released", async () => {
     const { make } = setup();
     const a = make();
