@@ -146,7 +146,20 @@ describe("pglock run", () => {
   it("a lock lost while the command runs stops it and says so", async () => {
     const name = uniqueName("cli");
     const admin = makePool({ max: 1 });
-    const { exited, output } = start(["run", name, "--kill-after", "2s", "--", "sleep", "30"]);
+    const { exited, output } = start([
+      "run",
+      name,
+      "--kill-after",
+      "2s",
+      "--",
+      "sh",
+      "-c",
+      "echo running; exec sleep 30",
+    ]);
+    // Once the command runs, not once pg_locks shows the lock: a session ended between the server's
+    // grant and pglock's is no grant, and pglock takes the key again on a new session (a CI matrix run
+    // under load terminated that first session, and the command then ran its 30 s under the new one).
+    await eventually(() => output().stdout.includes("running"), 20_000);
     await eventually(async () => (await heldBy(name)).length === 1);
     const [holder] = await heldBy(name);
     await admin.query("SELECT pg_terminate_backend($1)", [holder?.pid]);
